@@ -1,0 +1,40 @@
+# SoftMap: `make run` starts the app on the bundled demo, offline; `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS := app,online,dev
+
+.PHONY: run test install lint typecheck pytest bench clean
+
+run: $(STAMP)
+	SOFTMAP_OFFLINE=$${SOFTMAP_OFFLINE:-1} $(BIN)/streamlit run app/main.py
+
+test: $(STAMP) lint typecheck pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check backend app pages tests bench scripts
+	$(BIN)/ruff format --check backend app pages tests bench scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy backend
+
+# pytest exits 5 when it collected nothing: that must fail loudly, never pass as green.
+pytest: $(STAMP)
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_embed.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,49 @@
+"""SoftMap's Streamlit entry point: page config, the shared sidebar and page navigation.
+
+Run from the repository root: ``streamlit run app/main.py`` (or ``make run``).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import resources
+from app.errors import user_errors
+from app.state import Selection, set_selection
+from backend.models import list_models
+from backend.settings import get_settings
+
+st.set_page_config(page_title="SoftMap", page_icon="🛰️", layout="wide")
+
+
+def sidebar() -> None:
+    """Source and model choice, shared by every page."""
+    st.sidebar.title("🛰️ SoftMap")
+    st.sidebar.caption("Soft-label land cover and similarity search with SoftCon embeddings")
+    with user_errors():
+        sources = resources.catalog().list()
+        labels = {s.id: f"{s.title} ({s.date})" for s in sources}
+        source_id = st.sidebar.selectbox(
+            "Scene", list(labels), format_func=labels.__getitem__, key="sidebar.source"
+        )
+        models = {m.id: m for m in list_models()}
+        model_id = st.sidebar.selectbox(
+            "Model",
+            list(models),
+            index=list(models).index("test-vit"),
+            format_func=lambda m: models[m].title,
+            key="sidebar.model",
+            help="SoftCon weights are used when found in the models folder; see README.",
+        )
+        meta = models[model_id]
+        st.sidebar.caption(
+            f"{meta.architecture} · {len(meta.bands)} bands · {meta.chip_size} px chips · "
+            f"{meta.embed_dim}-d · normalisation: {meta.normalization.scheme} · {meta.license}"
+        )
+        st.sidebar.caption(f"Cache: `{get_settings().db_path}`")
+        set_selection(Selection(source_id=source_id, model_id=model_id))
+
+
+sidebar()
+page = st.navigation([st.Page("../pages/embed.py", title="Embed a region", icon="🗺️")])
+page.run()

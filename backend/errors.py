@@ -1,0 +1,87 @@
+"""One error hierarchy for everything a user can get wrong or run into.
+
+Every error carries a short ``title`` and a ``message`` that says what to do next. The CLI maps
+them to exit code 2 and one line on stderr; the app maps them to ``st.error``/``st.warning``.
+Code catches library exceptions at the boundary and re-raises one of these ``from`` the original.
+"""
+
+from __future__ import annotations
+
+
+class SoftMapError(Exception):
+    """Base class: a problem the user can understand and act on."""
+
+    title: str = "SoftMap error"
+
+    def __init__(self, message: str, *, title: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if title is not None:
+            self.title = title
+
+    def __str__(self) -> str:
+        return self.message
+
+    def one_line(self) -> str:
+        """Title and message on one line, for a terminal."""
+        return f"{self.title}: {' '.join(self.message.split())}"
+
+
+# --- regions -------------------------------------------------------------------------------
+class InvalidRegionError(SoftMapError):
+    title = "Invalid region"
+
+
+class RegionTooLargeError(InvalidRegionError):
+    title = "Region too large"
+
+
+class RegionOutsideSourceError(InvalidRegionError):
+    title = "Region outside the imagery"
+
+
+# --- sources and rasters -------------------------------------------------------------------
+class UnknownSourceError(SoftMapError):
+    title = "Unknown source"
+
+
+class RasterReadError(SoftMapError):
+    title = "Cannot read raster"
+
+
+class BandMismatchError(SoftMapError):
+    title = "Wrong bands"
+
+
+# --- models --------------------------------------------------------------------------------
+class UnknownModelError(SoftMapError):
+    title = "Unknown model"
+
+
+class WeightsNotFoundError(SoftMapError):
+    title = "Model weights not found"
+
+
+class CheckpointMismatchError(SoftMapError):
+    title = "Checkpoint does not match the model"
+
+
+class DeviceError(SoftMapError):
+    title = "Device unavailable"
+
+
+# --- cache ---------------------------------------------------------------------------------
+class CacheError(SoftMapError):
+    title = "Cache database error"
+
+
+class CacheLockedError(CacheError):
+    title = "Cache database in use"
+
+
+class NotFoundError(SoftMapError):
+    title = "Not found"
+
+
+class ConfigurationError(SoftMapError):
+    title = "Invalid setting"

@@ -1,0 +1,43 @@
+"""Configuration in one place: environment variables with the ``SOFTMAP_`` prefix.
+
+Defaults work offline on a fresh clone: the cache lives in ``./data/softmap.duckdb`` and models are
+looked up in ``./models`` and the bundled ``assets/models``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Repository root (the folder holding ``assets/``), used for the bundled demo data.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = PROJECT_ROOT / "assets"
+
+DeviceChoice = Literal["auto", "cuda", "mps", "cpu"]
+
+
+class Settings(BaseSettings):
+    """SoftMap settings; every field can be set as ``SOFTMAP_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SOFTMAP_", extra="ignore")
+
+    db_path: Path = Field(default=Path("data/softmap.duckdb"), description="DuckDB cache file")
+    models_dir: Path = Field(default=Path("models"), description="Folder searched for weights")
+    assets_dir: Path = Field(default=ASSETS_DIR, description="Bundled demo scenes and models")
+    device: DeviceChoice = Field(default="auto", description="cuda, mps, cpu or auto")
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    prefetch_batches: int = Field(default=2, ge=1, le=64, description="Read-ahead queue depth")
+    max_region_km2: float = Field(default=2500.0, gt=0)
+    max_nodata_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    offline: bool = Field(default=False, description="Never try the network (Hugging Face, STAC)")
+    hf_repo: str = Field(default="wangyi111/softcon", description="Hugging Face repo of weights")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()
