@@ -15,16 +15,24 @@ from backend.settings import get_settings
 
 st.set_page_config(page_title="SoftMap", page_icon="🛰️", layout="wide")
 
+#: The CC0 Virginia scene: land, marsh, lagoons and ocean in one view.
+DEFAULT_SOURCE = "demo/virginia"
+
 
 def sidebar() -> None:
     """Source and model choice, shared by every page."""
-    st.sidebar.title("🛰️ SoftMap")
+    st.sidebar.title(":material/satellite_alt: SoftMap")
     st.sidebar.caption("Soft-label land cover and similarity search with SoftCon embeddings")
     with user_errors():
         sources = resources.catalog().list()
         labels = {s.id: f"{s.title} ({s.date})" for s in sources}
+        ids = list(labels)
         source_id = st.sidebar.selectbox(
-            "Scene", list(labels), format_func=labels.__getitem__, key="sidebar.source"
+            "Scene",
+            ids,
+            index=ids.index(DEFAULT_SOURCE) if DEFAULT_SOURCE in ids else 0,
+            format_func=labels.__getitem__,
+            key="sidebar.source",
         )
         models = {m.id: m for m in list_models()}
         model_id = st.sidebar.selectbox(
@@ -45,5 +53,7 @@ def sidebar() -> None:
 
 
 sidebar()
-page = st.navigation([st.Page("../pages/embed.py", title="Embed a region", icon="🗺️")])
+page = st.navigation(
+    [st.Page("../pages/embed.py", title="Embed a region", icon=":material/grid_on:")]
+)
 page.run()

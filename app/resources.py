@@ -28,4 +28,5 @@ def engine(model_id: str) -> EmbeddingEngine:
         device=s.device,
         batch_size=s.batch_size,
         prefetch_batches=s.prefetch_batches,
+        readers=s.readers,
     )

@@ -165,6 +165,22 @@ class EmbeddingCache:
                 [_now()],
             )
 
+    @contextmanager
+    def single_threaded(self) -> Iterator[None]:
+        """Keep DuckDB to one thread inside the block, then restore its default.
+
+        While a model runs, the per-batch inserts gain nothing from DuckDB's worker threads,
+        and idle workers must not compete with PyTorch's threads for the cores.
+        """
+        with self._cursor() as cur:
+            (threads,) = cur.execute("SELECT current_setting('threads')").fetchone() or (None,)
+            cur.execute("SET threads = 1")
+        try:
+            yield
+        finally:
+            with self._cursor() as cur:
+                cur.execute(f"SET threads = {int(threads or 1)}")
+
     # --- sources and tiles ----------------------------------------------------------------
     def upsert_source(self, source: SceneSource) -> None:
         summary = source.summary()

@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, help="tiles per batch (default: SOFTMAP_BATCH_SIZE)")
     e.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto = bf16 autocast on CUDA, fp32 elsewhere")  # fmt: skip
+    e.add_argument("--readers", type=int, help="reader threads (0 = read in line; default: auto)")
     e.add_argument("--chip", type=int, help="tile size in pixels (default: the model's)")
     e.add_argument("--stride", type=int, help="tile step in pixels (default: the chip size)")
     e.add_argument("--max-nodata", type=float, help="skip tiles with more nodata than this")
@@ -167,6 +168,7 @@ def _embed(args: argparse.Namespace) -> int:
         device=args.device or settings.device,
         batch_size=args.batch_size or settings.batch_size,
         prefetch_batches=settings.prefetch_batches,
+        readers=args.readers if args.readers is not None else settings.readers,
         precision=args.precision,
     )
     db = args.db or settings.db_path

@@ -1,20 +1,23 @@
 """Batched embedding of tiles with raster reading overlapped with compute.
 
-A producer thread reads chips into a small pool of (pinned, on CUDA) buffers and hands full batches
-over a bounded queue; the caller's thread copies each batch to the device (non-blocking on CUDA),
-normalises it there, runs the model under ``torch.inference_mode`` (bf16 autocast on CUDA) and
-passes the embeddings on. Buffers go back to the pool only after the forward pass has consumed
-them, so memory stays bounded by ``prefetch_batches + 2`` batches whatever the region size.
+Reader threads fill a small pool of (pinned, on CUDA) buffers with raw chips and hand full
+batches over a bounded queue; the caller's thread copies each batch to the device (non-blocking on
+CUDA), normalises it there, runs the model under ``torch.inference_mode`` (bf16 autocast on CUDA)
+and passes the embeddings on. Buffers go back to the pool only after the forward pass has consumed
+them, so memory stays bounded by the pool size whatever the region size. Where no core is spare
+for reading, chips are read in line between batches instead (see :func:`default_readers`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -88,6 +91,7 @@ def describe_device(device: torch.device) -> str:
 class _Batch:
     tiles: list[Tile]
     buffer: torch.Tensor
+    release: Callable[[], object]
 
 
 class _Failure:
@@ -98,8 +102,33 @@ class _Failure:
 _DONE = object()
 
 
+def default_readers(device: torch.device) -> int:
+    """How many threads read rasters ahead of the model.
+
+    Reading overlaps with compute only when a core is free for it. On a GPU the CPU cores are
+    free, and one thread cannot decode chips as fast as the GPU embeds them, so several read in
+    parallel (GDAL releases the GIL while decoding). On a CPU where PyTorch already uses every
+    core, a reader thread preempts the compute threads mid-operator and stalls them all: reading
+    in line between batches is faster there (measured in bench/README.md).
+    """
+    cores = os.cpu_count() or 1
+    if device.type != "cpu":
+        return max(1, min(8, cores - 1))
+    return 1 if cores > torch.get_num_threads() else 0
+
+
 class EmbeddingEngine:
-    """Runs one model over tiles in batches; reusable across jobs."""
+    """Runs one model over tiles in batches; reusable across jobs.
+
+    Args:
+        model: The model; moved to ``device``.
+        device: A device or ``auto`` (CUDA, then MPS, then CPU).
+        batch_size: Tiles per forward pass.
+        prefetch_batches: Batches read ahead and waiting (memory: ``prefetch + readers + 1``
+            batches of raw chips, whatever the region size).
+        readers: Reader threads; 0 reads in line between batches; None picks by device.
+        precision: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere.
+    """
 
     def __init__(
         self,
@@ -108,12 +137,14 @@ class EmbeddingEngine:
         device: torch.device | str = "auto",
         batch_size: int = 32,
         prefetch_batches: int = 2,
+        readers: int | None = None,
         precision: Precision = "auto",
     ) -> None:
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.model = model.to(self.device)
         self.batch_size = batch_size
         self.prefetch_batches = prefetch_batches
+        self.readers = default_readers(self.device) if readers is None else readers
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision: Precision = precision
@@ -152,62 +183,111 @@ class EmbeddingEngine:
     ) -> Progress:
         """Embed ``tiles`` of ``source``; ``on_batch`` gets each batch as soon as it is done.
 
-        Errors from reading (e.g. :class:`~backend.errors.RasterReadError`) surface here; batches
-        already handed to ``on_batch`` stay done.
+        Batches may finish out of order when several readers run. Errors from reading (e.g.
+        :class:`~backend.errors.RasterReadError`) surface here; batches already handed to
+        ``on_batch`` stay done.
         """
-        total = len(tiles)
         start = time.perf_counter()
-        if total == 0:
+        chunks = [
+            list(tiles[i : i + self.batch_size]) for i in range(0, len(tiles), self.batch_size)
+        ]
+        if not chunks:
             return Progress(0, 0, 0.0)
-        bands = self.model.meta.bands
-        chip = tiles[0].chip
+        job = _ReadJob(source, self.model.meta.bands, fill or {}, resampling)
+        done = 0
+        for batch in self._batches(chunks, job):
+            n = len(batch.tiles)
+            cls, tokens = self.forward(batch.buffer[:n], return_tokens=return_tokens)
+            batch.release()  # the forward pass has finished with it (outputs are on the CPU)
+            on_batch([t.tile_id for t in batch.tiles], cls, tokens)
+            done += n
+            if progress is not None:
+                progress(Progress(done, len(tiles), time.perf_counter() - start))
+        return Progress(done, len(tiles), time.perf_counter() - start)
+
+    def _new_buffer(self, chip: int) -> torch.Tensor:
+        shape = (self.batch_size, len(self.model.meta.bands), chip, chip)
+        return torch.empty(shape, dtype=torch.float32, pin_memory=self.device.type == "cuda")
+
+    def _batches(self, chunks: list[list[Tile]], job: _ReadJob) -> Iterator[_Batch]:
+        chip = chunks[0][0].chip
+        if self.readers == 0:
+            buffer = self._new_buffer(chip)
+            with job.reader() as reader:
+                for chunk in chunks:
+                    job.fill_buffer(reader, chunk, buffer)
+                    yield _Batch(chunk, buffer, lambda: None)
+            return
+        yield from self._read_ahead(chunks, job, chip)
+
+    def _read_ahead(self, chunks: list[list[Tile]], job: _ReadJob, chip: int) -> Iterator[_Batch]:
+        readers = min(self.readers, len(chunks))
         pool: queue.Queue[torch.Tensor] = queue.Queue()
-        pin = self.device.type == "cuda"
-        for _ in range(self.prefetch_batches + 2):
-            shape = (self.batch_size, len(bands), chip, chip)
-            pool.put(torch.empty(shape, dtype=torch.float32, pin_memory=pin))
-        ready: queue.Queue[object] = queue.Queue(maxsize=self.prefetch_batches)
+        for _ in range(self.prefetch_batches + readers + 1):
+            pool.put(self._new_buffer(chip))
+        work: queue.Queue[list[Tile]] = queue.Queue()
+        for chunk in chunks:
+            work.put(chunk)
+        ready: queue.Queue[object] = queue.Queue(maxsize=self.prefetch_batches + readers)
         stop = threading.Event()
 
-        def produce() -> None:
+        def read_loop() -> None:
             try:
-                with SceneReader(source, resampling=resampling) as reader:
-                    for i in range(0, total, self.batch_size):
-                        chunk = list(tiles[i : i + self.batch_size])
-                        buf = _take(pool, stop)
-                        if buf is None:
+                with job.reader() as reader:
+                    while not stop.is_set():
+                        try:
+                            chunk = work.get_nowait()
+                        except queue.Empty:
+                            break
+                        buffer = _take(pool, stop)
+                        if buffer is None:
                             return
-                        view = buf.numpy()
-                        for j, tile in enumerate(chunk):
-                            reader.read(tile.window, bands, fill=fill, out=view[j])
-                        if not _put(ready, _Batch(chunk, buf), stop):
+                        job.fill_buffer(reader, chunk, buffer)
+                        if not _put(ready, _Batch(chunk, buffer, partial(pool.put, buffer)), stop):
                             return
                 _put(ready, _DONE, stop)
             except BaseException as e:  # handed to the consumer, which re-raises it
                 _put(ready, _Failure(e), stop)
 
-        thread = threading.Thread(target=produce, name="softmap-reader", daemon=True)
-        thread.start()
-        done = 0
+        threads = [
+            threading.Thread(target=read_loop, name=f"softmap-reader-{i}", daemon=True)
+            for i in range(readers)
+        ]
+        for t in threads:
+            t.start()
+        finished = 0
         try:
-            while True:
+            while finished < readers:
                 item = ready.get()
                 if item is _DONE:
-                    break
-                if isinstance(item, _Failure):
+                    finished += 1
+                elif isinstance(item, _Failure):
                     raise item.error
-                assert isinstance(item, _Batch)
-                n = len(item.tiles)
-                cls, tokens = self.forward(item.buffer[:n], return_tokens=return_tokens)
-                pool.put(item.buffer)  # the forward pass has finished with it (outputs on CPU)
-                on_batch([t.tile_id for t in item.tiles], cls, tokens)
-                done += n
-                if progress is not None:
-                    progress(Progress(done, total, time.perf_counter() - start))
+                else:
+                    assert isinstance(item, _Batch)
+                    yield item
         finally:
             stop.set()
-            thread.join(timeout=30)
-        return Progress(done, total, time.perf_counter() - start)
+            for t in threads:
+                t.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class _ReadJob:
+    """What every reader thread needs to turn tiles into raw chips."""
+
+    source: SceneSource
+    bands: tuple[str, ...]
+    fill: Mapping[str, float]
+    resampling: ResamplingName
+
+    def reader(self) -> SceneReader:
+        return SceneReader(self.source, resampling=self.resampling)
+
+    def fill_buffer(self, reader: SceneReader, chunk: list[Tile], buffer: torch.Tensor) -> None:
+        view = buffer.numpy()
+        for j, tile in enumerate(chunk):
+            reader.read(tile.window, self.bands, fill=self.fill, out=view[j])
 
 
 def _take(pool: queue.Queue[torch.Tensor], stop: threading.Event) -> torch.Tensor | None:

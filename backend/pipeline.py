@@ -99,6 +99,7 @@ def embed_region(
         device=settings.device,
         batch_size=settings.batch_size,
         prefetch_batches=settings.prefetch_batches,
+        readers=settings.readers,
     )
     limit = settings.max_nodata_fraction if max_nodata_fraction is None else max_nodata_fraction
     with SceneReader(source, resampling=resampling) as reader:
@@ -144,9 +145,10 @@ def embed_region(
     if progress is not None:
         progress(Progress(0, len(todo), 0.0))
     try:
-        engine.embed_tiles(
-            todo, source, on_batch=write, progress=progress, fill=fill, resampling=resampling
-        )
+        with cache.single_threaded():
+            engine.embed_tiles(
+                todo, source, on_batch=write, progress=progress, fill=fill, resampling=resampling
+            )
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         elapsed = time.perf_counter() - start

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     device: DeviceChoice = Field(default="auto", description="cuda, mps, cpu or auto")
     batch_size: int = Field(default=32, ge=1, le=4096)
     prefetch_batches: int = Field(default=2, ge=1, le=64, description="Read-ahead queue depth")
+    readers: int | None = Field(
+        default=None, ge=0, le=64, description="Reader threads; 0 = in line; unset = by device"
+    )
     max_region_km2: float = Field(default=2500.0, gt=0)
     max_nodata_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     offline: bool = Field(default=False, description="Never try the network (Hugging Face, STAC)")

@@ -5,6 +5,9 @@
 
 * model only: the same batches, already read and held as tensors, through the same engine
   forward pass (normalisation + model + copy back);
+* pipeline_time_in_model: inside each pipeline run, the share of wall time spent in that same
+  forward pass; the rest is reading, queueing and DuckDB writes. Unlike the throughput ratio it
+  does not move with the machine's load between two runs;
 * pipeline: ``embed_region`` on a region of the Virginia scene with an empty cache (reading,
   prefetch queue, inference, DuckDB writes);
 * memory: peak RSS of a fresh process embedding a small region and the whole scene.
@@ -19,11 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,47 +65,58 @@ def region_with_tiles(source: SceneSource, chip: int, n: int) -> tuple[Region, l
     return parse_bbox(bbox), chosen
 
 
-def model_only(
-    engine: EmbeddingEngine, source: SceneSource, tiles: list[Tile], repeat: int
-) -> float:
+def model_only(engine: EmbeddingEngine, batches: list[torch.Tensor]) -> float:
     """Images/s of normalisation + model on batches already in memory."""
+    start = time.perf_counter()
+    for b in batches:
+        engine.forward(b)
+    _sync(engine)
+    return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def preload(engine: EmbeddingEngine, source: SceneSource, tiles: list[Tile]) -> list[torch.Tensor]:
+    """The tiles' raw chips as batches in memory (pinned on CUDA), read once up front."""
     bands = engine.model.meta.bands
     with SceneReader(source) as reader:
         chips = np.stack([reader.read(t.window, bands) for t in tiles])
-    pin = engine.device.type == "cuda"
-    batches = [
-        torch.from_numpy(chips[i : i + engine.batch_size])
-        for i in range(0, len(chips), engine.batch_size)
-    ]
-    if pin:
-        batches = [b.pin_memory() for b in batches]
-    engine.forward(batches[0])  # warm-up (kernels, allocator)
-    _sync(engine)
-    best = 0.0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for b in batches:
-            engine.forward(b)
-        _sync(engine)
-        best = max(best, len(chips) / (time.perf_counter() - start))
-    return best
+    size = engine.batch_size
+    batches = [torch.from_numpy(chips[i : i + size]) for i in range(0, len(chips), size)]
+    return [b.pin_memory() for b in batches] if engine.device.type == "cuda" else batches
+
+
+@dataclass
+class PipelineRun:
+    tiles_per_s: float
+    tiles: int
+    model_share: float  # fraction of the run's wall time spent inside engine.forward
 
 
 def pipeline(
-    engine: EmbeddingEngine, model: EmbeddingModel, source: SceneSource, region: Region, repeat: int
-) -> tuple[float, int]:
-    """Tiles/s of the whole pipeline into an empty cache (best of ``repeat``)."""
-    best, n = 0.0, 0
-    for _ in range(repeat):
+    engine: EmbeddingEngine, model: EmbeddingModel, source: SceneSource, region: Region
+) -> PipelineRun:
+    """The whole pipeline (read, infer, write) into an empty cache, timing the model inside it."""
+    in_model = 0.0
+    forward = engine.forward
+
+    def timed_forward(raw: torch.Tensor, *, return_tokens: bool = False) -> Any:
+        nonlocal in_model
+        start = time.perf_counter()
+        try:
+            return forward(raw, return_tokens=return_tokens)
+        finally:
+            in_model += time.perf_counter() - start
+
+    engine.forward = timed_forward  # type: ignore[method-assign]
+    try:
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(db_path=Path(tmp) / "bench.duckdb", max_nodata_fraction=0.0)
             with EmbeddingCache(settings.db_path) as cache:
                 result = embed_region(
                     region, source, model, cache, engine=engine, settings=settings
                 )
-        n = result.computed
-        best = max(best, result.computed / result.seconds)
-    return best, n
+    finally:
+        del engine.forward
+    return PipelineRun(result.computed / result.seconds, result.computed, in_model / result.seconds)
 
 
 def peak_rss_mb(model_id: str, bbox: str, device: str, batch_size: int) -> tuple[float, int]:
@@ -141,7 +158,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--readers", type=int, help="reader threads (default: by device)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "embed.json")
     args = parser.parse_args()
@@ -149,23 +167,41 @@ def main() -> None:
     source = demo_catalog().get("demo/virginia")
     model = create_model(args.model, pretrained=False)
     engine = EmbeddingEngine(
-        model, device=args.device, batch_size=args.batch_size, precision=args.precision
+        model,
+        device=args.device,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        readers=args.readers,
     )
     region, tiles = region_with_tiles(source, model.meta.chip_size, args.tiles)
     tiles = tiles[: args.tiles]
-    only = model_only(engine, source, tiles, args.repeat)
-    piped, n = pipeline(engine, model, source, region, args.repeat)
+    batches = preload(engine, source, tiles)
+    engine.forward(batches[0])  # warm-up: kernels, allocator, autocast caches
+    # Alternate the two measurements so that drift in machine load hits both alike, and report
+    # the median of the paired ratios.
+    only_runs: list[float] = []
+    runs: list[PipelineRun] = []
+    for _ in range(args.repeat):
+        only_runs.append(model_only(engine, batches))
+        runs.append(pipeline(engine, model, source, region))
+    ratios = [r.tiles_per_s / o for r, o in zip(runs, only_runs, strict=True)]
+    only = statistics.median(only_runs)
+    piped = statistics.median(r.tiles_per_s for r in runs)
+    n = runs[-1].tiles
     report: dict[str, object] = {
         "model": args.model,
         "device": describe_device(engine.device),
         "precision": engine.precision,
+        "readers": engine.readers,
         "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "tiles": n,
         "model_only_img_s": round(only, 2),
         "pipeline_tiles_s": round(piped, 2),
-        "pipeline_over_model_only": round(piped / only, 3),
+        "pipeline_over_model_only": round(statistics.median(ratios), 3),
+        "ratio_runs": [round(r, 3) for r in ratios],
+        "pipeline_time_in_model": round(statistics.median(r.model_share for r in runs), 3),
     }
     if not args.skip_memory:
         small_mb, small_n = peak_rss_mb(

@@ -21,6 +21,7 @@ from backend.cache import EmbeddingCache
 from backend.errors import SoftMapError
 from backend.inference import Progress
 from backend.pipeline import EmbedResult, embed_region
+from backend.preview import Composite, Preview, scene_preview
 from backend.regions import Region, parse_bbox, parse_geojson
 from backend.settings import get_settings
 from backend.sources import SceneSource
@@ -41,10 +42,25 @@ def default_bbox(source: SceneSource) -> str:
     return f"{c.x - 0.02:.4f},{c.y - 0.015:.4f},{c.x + 0.02:.4f},{c.y + 0.015:.4f}"
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def preview(source_id: str, composite: Composite) -> Preview:
+    return scene_preview(resources.catalog().get(source_id), composite)
+
+
 def build_map(
     source: SceneSource, region: Region | None, tiles: list[dict[str, Any]]
 ) -> folium.Map:
     m = base_map(source.bbox_lonlat)
+    layers: tuple[tuple[Composite, str], ...] = (
+        ("true", "True colour (B4, B3, B2)"),
+        ("false", "False colour (B8, B4, B3)"),
+    )
+    for composite, title in layers:
+        image = preview(source.id, composite)
+        w, s, e, n = image.bounds
+        folium.raster_layers.ImageOverlay(
+            image.rgba, bounds=[[s, w], [n, e]], name=title, show=composite == "true"
+        ).add_to(m)
     for s in resources.catalog().list():
         folium.GeoJson(
             s.summary()["footprint"],
@@ -52,7 +68,7 @@ def build_map(
             style_function=lambda _f, active=(s.id == source.id): {
                 "color": "#2f6fb0" if active else "#7b8794",
                 "weight": 2 if active else 1,
-                "fillOpacity": 0.05,
+                "fillOpacity": 0.0,
                 "dashArray": None if active else "4 4",
             },
             tooltip=f"{s.id}: {s.title}, {s.date}",
@@ -61,7 +77,7 @@ def build_map(
         folium.GeoJson(
             region.to_geojson(),
             name="region",
-            style_function=lambda _f: {"color": "#d9480f", "weight": 2, "fillOpacity": 0.08},
+            style_function=lambda _f: {"color": "#ff5c5c", "weight": 2.5, "fillOpacity": 0.0},
             tooltip=f"Region: {region.area_km2:.1f} km²",
         ).add_to(m)
     if tiles:
@@ -76,7 +92,7 @@ def build_map(
         folium.GeoJson(
             {"type": "FeatureCollection", "features": features},
             name="embedded tiles",
-            style_function=lambda _f: {"color": "#2b8a3e", "weight": 1, "fillOpacity": 0.15},
+            style_function=lambda _f: {"color": "#ffd43b", "weight": 1.5, "fillOpacity": 0.1},
             tooltip=folium.GeoJsonTooltip(["tile", "nodata"], aliases=["Tile", "Nodata"]),
         ).add_to(m)
     folium.plugins.Draw(
@@ -91,6 +107,7 @@ def build_map(
         },
         edit_options={"edit": False},
     ).add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
     return m
 
 

@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2.0,
         help="seconds to wait after the page (and map) appeared (default 2)",
     )
+    parser.add_argument(
+        "--click", action="append", default=[], help="click the button with this label (repeatable)"
+    )
+    parser.add_argument(
+        "--wait-text", help="after clicking, wait until this text appears on the page"
+    )
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--chromium", default=CHROMIUM, help=f"browser binary (default {CHROMIUM})")
@@ -161,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
                     code = 2
                 else:
                     print(f"map found in frame {frame.url}")
+            for label in args.click:
+                page.get_by_role("button", name=label).click(timeout=args.timeout * 1000)
+                print(f"clicked: {label}")
+            if args.wait_text:
+                page.get_by_text(args.wait_text).first.wait_for(timeout=args.timeout * 1000)
+                print(f"found text: {args.wait_text}")
         except PlaywrightTimeoutError as e:
             print(f"error: page did not load: {e}", file=sys.stderr)
             code = 2

@@ -62,3 +62,11 @@ def test_not_a_database_is_a_cache_error(tmp_path: Path) -> None:
         EmbeddingCache(bogus)
     with pytest.raises(CacheError, match="does not exist yet"):
         EmbeddingCache(tmp_path / "absent.duckdb", read_only=True)
+
+
+def test_single_threaded_restores_the_thread_count(db_path: Path) -> None:
+    with EmbeddingCache(db_path) as cache:
+        before = cache._con.execute("SELECT current_setting('threads')").fetchone()
+        with cache.single_threaded():
+            assert cache._con.execute("SELECT current_setting('threads')").fetchone() == (1,)
+        assert cache._con.execute("SELECT current_setting('threads')").fetchone() == before

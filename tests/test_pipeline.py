@@ -16,7 +16,7 @@ import torch
 
 from backend.bands import S2_L1C_BANDS
 from backend.cache import EmbeddingCache
-from backend.errors import RegionOutsideSourceError
+from backend.errors import RasterReadError, RegionOutsideSourceError
 from backend.inference import EmbeddingEngine, Progress
 from backend.models import create_model
 from backend.pipeline import embed_region
@@ -186,3 +186,47 @@ def test_cuda_bf16_matches_cpu(virginia: SceneSource, small_region: Region, tmp_
         np.linalg.norm(vecs["cpu"], axis=1) * np.linalg.norm(vecs["cuda"], axis=1)
     )
     assert cos.min() > 0.99
+
+
+@pytest.mark.parametrize("readers", [1, 3])
+def test_reader_threads_give_the_same_embeddings(
+    readers: int, virginia: SceneSource, small_region: Region, tmp_path: Path
+) -> None:
+    model = create_model("test-vit")
+    vectors = {}
+    for n in (0, readers):
+        engine = EmbeddingEngine(model, device="cpu", batch_size=3, readers=n, prefetch_batches=1)
+        with EmbeddingCache(tmp_path / f"r{n}.duckdb") as cache:
+            result = embed_region(
+                small_region, virginia, model, cache, engine=engine,
+                settings=Settings(db_path=tmp_path / "unused.duckdb"),
+            )  # fmt: skip
+            assert result.computed == result.tiles
+            vectors[n] = cache.embeddings(cache.embedding_sets()[0])
+    assert vectors[0][0] == vectors[readers][0]
+    np.testing.assert_array_equal(vectors[0][1], vectors[readers][1])
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_a_read_error_fails_the_run_and_keeps_finished_batches(
+    readers: int, virginia: SceneSource, tmp_path: Path
+) -> None:
+    # A copy of the scene whose file is cut short: the first rows read, later ones fail.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in {b.file for b in virginia.bands}:
+        data = (virginia.root / f).read_bytes()
+        (broken / f).write_bytes(data[: int(len(data) * 0.45)])
+    source = virginia.model_copy(update={"root": broken})
+    model = create_model("test-vit")
+    engine = EmbeddingEngine(model, device="cpu", batch_size=4, readers=readers)
+    region = parse_bbox("-75.72,37.59,-75.52,37.75")
+    settings = Settings(db_path=tmp_path / "unused.duckdb", max_nodata_fraction=1.0)
+    with EmbeddingCache(tmp_path / "broken.duckdb") as cache:
+        with pytest.raises(RasterReadError):
+            embed_region(region, source, model, cache, engine=engine, settings=settings)
+        (run,) = cache.runs()
+        kept = len(cache.embeddings(cache.embedding_sets()[0])[0])
+    assert run["status"] == "failed"
+    assert "Cannot read raster" in run["error"]
+    assert run["computed"] == kept

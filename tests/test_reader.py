@@ -172,3 +172,20 @@ def test_manifest_errors_are_read_errors(tmp_path: Path, virginia: SceneSource) 
         load_manifest(tmp_path / "scene.json")
     shutil.copy(virginia.root / "scene.json", tmp_path / "scene.json")
     assert load_manifest(tmp_path / "scene.json").id == "demo/virginia"
+
+
+def test_preview_is_a_georeferenced_stretched_quicklook(virginia: SceneSource) -> None:
+    from backend.preview import scene_preview
+
+    true = scene_preview(virginia, "true", max_size=256)
+    false = scene_preview(virginia, "false", max_size=256)
+    assert true.rgba.shape[2] == 4 and max(true.rgba.shape[:2]) == 256
+    w, s, e, n = true.bounds
+    fw, fs, fe, fn = virginia.bbox_lonlat
+    assert w == pytest.approx(fw, abs=0.01) and n == pytest.approx(fn, abs=0.01)
+    alpha = true.rgba[..., 3]
+    # The UTM square is a tilted quadrilateral in lon/lat: the corners of the image are empty.
+    assert alpha[0, 0] == 0 and alpha[alpha.shape[0] // 2, alpha.shape[1] // 2] == 255
+    rgb = true.rgba[..., :3][alpha == 255]
+    assert rgb.min() == 0 and rgb.max() == 255  # 2–98 % stretch saturates both ends
+    assert not np.array_equal(true.rgba, false.rgba)
