@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from backend.allocator import keep_freed_memory
 from backend.errors import DeviceError
 from backend.models import EmbeddingModel
 from backend.reader import ResamplingName, SceneReader
+from backend.settings import get_settings
 from backend.sources import SceneSource
 from backend.tiling import Tile
 
@@ -141,6 +143,8 @@ class EmbeddingEngine:
         precision: Precision = "auto",
     ) -> None:
         self.device = device if isinstance(device, torch.device) else select_device(device)
+        if self.device.type == "cpu" and get_settings().tune_malloc:
+            keep_freed_memory()
         self.model = model.to(self.device)
         self.batch_size = batch_size
         self.prefetch_batches = prefetch_batches

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     readers: int | None = Field(
         default=None, ge=0, le=64, description="Reader threads; 0 = in line; unset = by device"
     )
+    tune_malloc: bool = Field(
+        default=True, description="Keep freed memory in the heap on CPU (see backend/allocator)"
+    )
     max_region_km2: float = Field(default=2500.0, gt=0)
     max_nodata_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     offline: bool = Field(default=False, description="Never try the network (Hugging Face, STAC)")

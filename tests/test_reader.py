@@ -180,8 +180,8 @@ def test_preview_is_a_georeferenced_stretched_quicklook(virginia: SceneSource) -
     true = scene_preview(virginia, "true", max_size=256)
     false = scene_preview(virginia, "false", max_size=256)
     assert true.rgba.shape[2] == 4 and max(true.rgba.shape[:2]) == 256
-    w, s, e, n = true.bounds
-    fw, fs, fe, fn = virginia.bbox_lonlat
+    w, _, _, n = true.bounds
+    fw, _, _, fn = virginia.bbox_lonlat
     assert w == pytest.approx(fw, abs=0.01) and n == pytest.approx(fn, abs=0.01)
     alpha = true.rgba[..., 3]
     # The UTM square is a tilted quadrilateral in lon/lat: the corners of the image are empty.
