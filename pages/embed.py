@@ -172,7 +172,9 @@ def page() -> None:
         st.session_state["embed.drawn"] = drawing
         st.rerun()
     cols = st.columns([1, 1, 4])
-    if drawn and cols[1].button("Use the bbox instead"):
+    if drawn and region is not None:
+        cols[2].info(f"Using the shape drawn on the map ({region.area_km2:.1f} km²).")
+    if drawn and cols[1].button("Use the bbox"):
         st.session_state.pop("embed.drawn", None)
         st.rerun()
     if cols[0].button("Embed region", type="primary", disabled=region is None) and region:
