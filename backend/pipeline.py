@@ -53,13 +53,6 @@ def band_fill(model: EmbeddingModel) -> dict[str, float]:
     }
 
 
-def preprocessing_hash(
-    model: EmbeddingModel, reader: SceneReader, chip: int, fill: dict[str, float]
-) -> str:
-    """Cache key part that changes whenever the pixels given to the model would change."""
-    return model.meta.preprocessing_hash({**reader.settings(), "chip": chip, "fill": fill})
-
-
 def embed_region(
     region: Region,
     source: SceneSource,
@@ -88,6 +81,8 @@ def embed_region(
     fill = band_fill(model) if source.product_level == "L2A" else {}
     check_band_count(source, model.meta.bands, fill)
     chip = chip or model.meta.chip_size
+    # A chip override without a stride override keeps tiles edge to edge.
+    stride = stride or (model.meta.tile_stride if chip == model.meta.chip_size else chip)
     patch = model.meta.patch_size
     if patch and chip % patch:
         raise SoftMapError(
@@ -106,8 +101,10 @@ def embed_region(
         plan = plan_tiles(
             region, source, reader, chip=chip, stride=stride, max_nodata_fraction=limit
         )
-        prep_hash = preprocessing_hash(model, reader, chip, fill)
-        preprocessing = {**model.meta.preprocessing(), **reader.settings(), "chip": chip}
+        # Everything that changes the pixels given to the model is part of the cache key.
+        reading: dict[str, object] = {**reader.settings(), "chip": chip, "fill": fill}
+    prep_hash = model.meta.preprocessing_hash(reading)
+    preprocessing = {**model.meta.preprocessing(), **reading}
     cache.upsert_source(source)
     cache.upsert_tiles(plan.tiles + plan.skipped)
     eset = cache.embedding_set(model.meta.id, prep_hash, model.meta.embed_dim, preprocessing)

@@ -21,7 +21,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
 
-from backend.bands import S2_RESOLUTION_M, canonical_band
+from backend.bands import canonical_band
 from backend.errors import RasterReadError, UnknownSourceError
 from backend.settings import get_settings
 
@@ -227,7 +227,3 @@ def demo_catalog(assets_dir: Path | None = None) -> SourceCatalog:
     root = (assets_dir or get_settings().assets_dir) / "scenes"
     return SourceCatalog(load_manifest(p) for p in sorted(root.glob("*/scene.json")))
 
-
-def default_resolution(band: str) -> float:
-    """Native resolution of a Sentinel-2 band (10 m for anything unknown, e.g. S1)."""
-    return float(S2_RESOLUTION_M.get(band, 10))

@@ -40,6 +40,9 @@ class ModelMeta(BaseModel):
     bands: tuple[str, ...] = Field(description="Input bands, in the order the weights expect")
     normalization: Normalization
     chip_size: int = Field(description="Tile edge in pixels at 10 m")
+    stride: int | None = Field(
+        default=None, description="Tile step in pixels; None means the chip size (no overlap)"
+    )
     patch_size: int | None = Field(description="ViT patch size; None for CNNs")
     embed_dim: int
     vit: VitConfig | None = None
@@ -57,6 +60,11 @@ class ModelMeta(BaseModel):
     @property
     def in_chans(self) -> int:
         return len(self.bands)
+
+    @property
+    def tile_stride(self) -> int:
+        """The step between tiles: ``stride`` or, by default, the chip size."""
+        return self.stride or self.chip_size
 
     @property
     def token_grid(self) -> int | None:
