@@ -226,4 +226,3 @@ def demo_catalog(assets_dir: Path | None = None) -> SourceCatalog:
     """The bundled demo scenes (``assets/scenes/*/scene.json``)."""
     root = (assets_dir or get_settings().assets_dir) / "scenes"
     return SourceCatalog(load_manifest(p) for p in sorted(root.glob("*/scene.json")))
-

@@ -2,9 +2,10 @@
 
 Each scene folder gets:
 
-* one 13-band COG on the scene's 10 m (B02) grid, in L1C band order. The 20 m and 60 m bands are
-  resampled with nearest neighbour, each through its own transform, as Earth Engine did for the
-  SSL4EO-S12 pretraining data. The pixels are ``uint16`` DN, nodata 0, ZSTD + predictor 2,
+* one 13-band COG on the scene's 10 m (B02) grid, in L1C band order. The per-band originals are
+  read through the app's own reader (``backend.reader.SceneReader``), which resamples the 20 m
+  and 60 m bands with nearest neighbour, each through its own transform, as Earth Engine did for
+  the SSL4EO-S12 pretraining data. The pixels are ``uint16`` DN, nodata 0, ZSTD + predictor 2,
   band-interleaved 128 px tiles, with average overviews at 2, 4 and 8.
   ``bench/bench_layout.py`` measured this layout (key ``d-band128``);
   ``bench/README.md`` explains the choice;
@@ -12,9 +13,10 @@ Each scene folder gets:
 * ``scene.json``, the manifest the app reads;
 * the upstream licence files (``LICENSE_*.txt``).
 
-The build is lossless and deterministic. Every native pixel of every band can be read back from
-the 10 m stack, and the resampling is checked against ``rasterio.warp.reproject``. Running it
-twice gives byte-identical files.
+The build is lossless and deterministic. The resampling is checked independently of the reader:
+every band against ``rasterio.warp.reproject`` (nearest), and against the native pixel whose
+footprint holds each 10 m pixel centre, so every native pixel can be read back from the 10 m
+stack and uncovered edges are nodata. Running it twice gives byte-identical files.
 
 Usage:
     .venv/bin/python scripts/build_demo_assets.py [--data ../shared/data] [--out assets/scenes]
@@ -41,6 +43,9 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from backend.bands import S2_L1C_BANDS, S2_RESOLUTION_M
+from backend.errors import RasterReadError
+from backend.reader import PixelWindow, SceneReader
+from backend.sources import BandAsset, Grid, SceneSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -63,19 +68,10 @@ class BuildError(Exception):
 
 
 @dataclass(frozen=True)
-class Grid:
-    """A north-up pixel grid in a projected CRS."""
-
-    crs: CRS
-    transform: Affine
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
 class BuiltStack:
     """What building a scene's stack produced: the manifest fields that come from the rasters."""
 
+    crs: CRS
     grid: Grid
     bands: list[dict[str, object]]
     caveats: list[str]
@@ -93,7 +89,7 @@ class LabelSource:
 
 
 @dataclass(frozen=True)
-class SceneSource:
+class DemoScene:
     """Where a scene comes from and what the manifest says about it (from its SOURCE.md)."""
 
     name: str
@@ -121,8 +117,8 @@ _REPACKED = (
     "with average overviews."
 )
 
-SCENES: tuple[SceneSource, ...] = (
-    SceneSource(
+SCENES: tuple[DemoScene, ...] = (
+    DemoScene(
         name="virginia",
         folder="s2_l1c_virginia_18SVG_20160112",
         title="Eastern Shore of Virginia, USA",
@@ -155,7 +151,7 @@ SCENES: tuple[SceneSource, ...] = (
             "B10 (cirrus) is naturally close to 0 (DN 0-97).",
         ),
     ),
-    SceneSource(
+    DemoScene(
         name="brandenburg",
         folder="s2_l1c_brandenburg_33UUU_20170216",
         title="Havelland near Brandenburg an der Havel, Germany",
@@ -206,7 +202,47 @@ SCENES: tuple[SceneSource, ...] = (
 
 
 # ---------------------------------------------------------------------------------------------
-# Resampling
+# Resampling (through the app's reader) and its independent checks
+
+
+def read_on_grid(
+    scene: DemoScene, scene_dir: Path, crs: CRS, grid: Grid, resolution: dict[str, int]
+) -> np.ndarray:
+    """All 13 per-band originals on ``grid`` as ``uint16 [13, H, W]``, read by the app's reader.
+
+    The per-band files are described as a :class:`~backend.sources.SceneSource` on the B02 grid
+    and read as one full-grid window through :class:`~backend.reader.SceneReader`, so the stack
+    holds exactly what the app would read from the originals: nearest neighbour, each band through
+    its own transform, ``NODATA`` where a band does not cover the grid.
+
+    Raises:
+        BuildError: if the reader fails or returns values that are not ``uint16`` DN.
+    """
+    source = SceneSource(
+        id=f"build/{scene.name}",
+        title=scene.title,
+        sensor=scene.sensor,
+        product_level="L1C",
+        date=scene.date,
+        crs=crs.to_string(),
+        nodata=NODATA,
+        dn_offset=DN_OFFSET,
+        grid=grid,
+        bands=tuple(
+            BandAsset(name=band, resolution_m=resolution[band], file=f"{band}.tif")
+            for band in S2_L1C_BANDS
+        ),
+        root=scene_dir,
+    )
+    try:
+        with SceneReader(source, resampling="nearest") as reader:
+            raw = reader.read(PixelWindow(0, 0, grid.width, grid.height), S2_L1C_BANDS)
+    except RasterReadError as e:
+        raise BuildError(str(e)) from e
+    stack = raw.astype(np.uint16)
+    if not np.array_equal(stack, raw):
+        raise BuildError(f"{scene_dir}: the reader returned values that are not uint16 DN.")
+    return stack
 
 
 def nearest_index(
@@ -223,9 +259,9 @@ def nearest_index(
         ``(rows, cols)``: int64 arrays of length ``grid.height`` and ``grid.width``; ``-1`` where
         the centre falls outside the source.
     """
-    if src_transform.b or src_transform.d or grid.transform.b or grid.transform.d:
+    t = grid.affine
+    if src_transform.b or src_transform.d or t.b or t.d:
         raise BuildError("Only north-up grids without rotation are supported.")
-    t = grid.transform
     xs = t.c + t.a * (np.arange(grid.width) + 0.5)
     ys = t.f + t.e * (np.arange(grid.height) + 0.5)
     cols = np.floor((xs - src_transform.c) / src_transform.a).astype(np.int64)
@@ -235,18 +271,15 @@ def nearest_index(
     return rows, cols
 
 
-def resample_nearest(data: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Pick ``data[rows, cols]`` on the target grid, ``NODATA`` where an index is ``-1``."""
-    out = np.full((rows.size, cols.size), NODATA, dtype=data.dtype)
-    ok_rows, ok_cols = rows >= 0, cols >= 0
-    out[np.ix_(ok_rows, ok_cols)] = data[np.ix_(rows[ok_rows], cols[ok_cols])]
-    return out
-
-
 def check_against_reproject(
-    data: np.ndarray, src_transform: Affine, grid: Grid, resampled: np.ndarray, band: str
+    data: np.ndarray,
+    src_transform: Affine,
+    crs: CRS,
+    grid: Grid,
+    resampled: np.ndarray,
+    band: str,
 ) -> None:
-    """Assert that GDAL's nearest-neighbour warp gives the same pixels as :func:`resample_nearest`.
+    """Assert that GDAL's nearest-neighbour warp gives the same pixels as the stack's band.
 
     Raises:
         BuildError: if any pixel differs.
@@ -256,9 +289,9 @@ def check_against_reproject(
         data,
         warped,
         src_transform=src_transform,
-        src_crs=grid.crs,
-        dst_transform=grid.transform,
-        dst_crs=grid.crs,
+        src_crs=crs,
+        dst_transform=grid.affine,
+        dst_crs=crs,
         resampling=Resampling.nearest,
     )
     if not np.array_equal(warped, resampled):
@@ -268,22 +301,24 @@ def check_against_reproject(
 def check_native_pixels_kept(
     data: np.ndarray, rows: np.ndarray, cols: np.ndarray, resampled: np.ndarray, band: str
 ) -> None:
-    """Assert that every native pixel of a band appears in the 10 m stack with its value.
+    """Assert that the 10 m band only repeats native pixels, and is ``NODATA`` past the band.
 
-    Nearest-neighbour upsampling only repeats pixels, so the native band can be read back
-    exactly: this is what makes the stack lossless.
+    Each covered 10 m pixel must hold the native pixel that contains its centre (``rows`` and
+    ``cols`` from :func:`nearest_index`) and every native row and column must be reached, so the
+    native band can be read back exactly: this is what makes the stack lossless. The pixels the
+    band does not cover must be ``NODATA``, as the manifest's caveats say.
 
     Raises:
-        BuildError: if a native row or column is not reached or a value differs.
+        BuildError: if a native row or column is not reached, a value differs, or an uncovered
+            pixel is not ``NODATA``.
     """
-    used_rows, first_row = np.unique(rows, return_index=True)
-    used_cols, first_col = np.unique(cols, return_index=True)
-    keep_r, keep_c = used_rows >= 0, used_cols >= 0
-    if keep_r.sum() != data.shape[0] or keep_c.sum() != data.shape[1]:
+    ok_r, ok_c = rows >= 0, cols >= 0
+    if np.unique(rows[ok_r]).size != data.shape[0] or np.unique(cols[ok_c]).size != data.shape[1]:
         raise BuildError(f"{band}: some native rows or columns do not reach the 10 m grid.")
-    back = resampled[np.ix_(first_row[keep_r], first_col[keep_c])]
-    if not np.array_equal(back, data):
+    if not np.array_equal(resampled[np.ix_(ok_r, ok_c)], data[np.ix_(rows[ok_r], cols[ok_c])]):
         raise BuildError(f"{band}: native pixels differ after resampling.")
+    if (resampled[~ok_r] != NODATA).any() or (resampled[:, ~ok_c] != NODATA).any():
+        raise BuildError(f"{band}: pixels the band does not cover are not {NODATA}.")
 
 
 def describe_missing_edges(rows: np.ndarray, cols: np.ndarray) -> str:
@@ -307,6 +342,7 @@ def describe_missing_edges(rows: np.ndarray, cols: np.ndarray) -> str:
 
 def write_cog(
     array: np.ndarray,
+    crs: CRS,
     grid: Grid,
     path: Path,
     *,
@@ -327,6 +363,7 @@ def write_cog(
 
     Args:
         array: Pixels, ``uint8`` or ``uint16``.
+        crs: CRS of ``grid``.
         grid: Grid of ``array``.
         path: Output file.
         descriptions: One description (band name) per band.
@@ -345,8 +382,8 @@ def write_cog(
             "height": grid.height,
             "count": array.shape[0],
             "dtype": array.dtype.name,
-            "crs": grid.crs,
-            "transform": grid.transform,
+            "crs": crs,
+            "transform": grid.affine,
             "nodata": NODATA,
             "tiled": True,
             "blockxsize": BLOCKSIZE,
@@ -381,7 +418,7 @@ def write_cog(
         os.replace(staged, path)
 
 
-def verify_written(path: Path, array: np.ndarray, grid: Grid) -> None:
+def verify_written(path: Path, array: np.ndarray, crs: CRS, grid: Grid) -> None:
     """Re-open a written file and assert it holds ``array`` on ``grid`` with overviews.
 
     Raises:
@@ -389,8 +426,8 @@ def verify_written(path: Path, array: np.ndarray, grid: Grid) -> None:
     """
     with rasterio.open(path) as ds:
         if (ds.crs, ds.transform, ds.width, ds.height) != (
-            grid.crs,
-            grid.transform,
+            crs,
+            grid.affine,
             grid.width,
             grid.height,
         ):
@@ -405,9 +442,10 @@ def verify_written(path: Path, array: np.ndarray, grid: Grid) -> None:
 # Scenes
 
 
-def _grid_of(path: Path) -> Grid:
+def _grid_of(path: Path) -> tuple[CRS, Grid]:
     with rasterio.open(path) as ds:
-        return Grid(crs=ds.crs, transform=ds.transform, width=ds.width, height=ds.height)
+        transform = tuple(ds.transform)[:6]
+        return ds.crs, Grid(transform=transform, width=ds.width, height=ds.height)
 
 
 def _band_caveats(
@@ -435,8 +473,8 @@ def _band_caveats(
     return caveats
 
 
-def build_stack(scene: SceneSource, scene_dir: Path, out_dir: Path) -> BuiltStack:
-    """Resample, check and write the 13-band stack of one scene.
+def build_stack(scene: DemoScene, scene_dir: Path, out_dir: Path) -> BuiltStack:
+    """Read the bands onto the 10 m grid, check them and write the 13-band stack of one scene.
 
     Raises:
         BuildError: if a band is missing, has an unexpected grid or dtype, or any pixel check
@@ -446,31 +484,30 @@ def build_stack(scene: SceneSource, scene_dir: Path, out_dir: Path) -> BuiltStac
     missing = [p.name for p in paths.values() if not p.exists()]
     if missing:
         raise BuildError(f"{scene_dir} lacks {', '.join(missing)}; check --data.")
-    grid = _grid_of(paths[REFERENCE_BAND])
+    crs, grid = _grid_of(paths[REFERENCE_BAND])
 
-    layers: list[np.ndarray] = []
+    native: dict[str, tuple[np.ndarray, Affine]] = {}
     resolution: dict[str, int] = {}
-    source_zeros: dict[str, int] = {}
-    missing_edges: dict[str, str] = {}
     source_tags: dict[str, str] = {}
     for band, path in paths.items():
         with rasterio.open(path) as ds:
-            if ds.crs != grid.crs or ds.count != 1 or ds.dtypes[0] != "uint16":
-                raise BuildError(f"{path}: expected one uint16 band in {grid.crs}.")
-            data = ds.read(1)
-            transform = ds.transform
+            if ds.crs != crs or ds.count != 1 or ds.dtypes[0] != "uint16":
+                raise BuildError(f"{path}: expected one uint16 band in {crs}.")
+            native[band] = (ds.read(1), ds.transform)
             source_tags = {k: v for k, v in ds.tags().items() if k not in ("BAND",)}
-        resolution[band] = round(transform.a)
+        resolution[band] = round(native[band][1].a)
         if resolution[band] != S2_RESOLUTION_M[band]:
             raise BuildError(f"{path}: {resolution[band]} m, expected {S2_RESOLUTION_M[band]} m.")
+
+    stack = read_on_grid(scene, scene_dir, crs, grid, resolution)
+    source_zeros: dict[str, int] = {}
+    missing_edges: dict[str, str] = {}
+    for resampled, (band, (data, transform)) in zip(stack, native.items(), strict=True):
         rows, cols = nearest_index(transform, data.shape, grid)
-        resampled = resample_nearest(data, rows, cols)
-        check_against_reproject(data, transform, grid, resampled, band)
+        check_against_reproject(data, transform, crs, grid, resampled, band)
         check_native_pixels_kept(data, rows, cols, resampled, band)
         source_zeros[band] = int(np.count_nonzero(data == NODATA))
         missing_edges[band] = describe_missing_edges(rows, cols)
-        layers.append(resampled)
-    stack = np.stack(layers)
 
     tags = {
         **source_tags,
@@ -484,6 +521,7 @@ def build_stack(scene: SceneSource, scene_dir: Path, out_dir: Path) -> BuiltStac
     path = out_dir / scene.stack_file
     write_cog(
         stack,
+        crs,
         grid,
         path,
         descriptions=S2_L1C_BANDS,
@@ -493,16 +531,16 @@ def build_stack(scene: SceneSource, scene_dir: Path, out_dir: Path) -> BuiltStac
         overview_resampling=Resampling.average,
         scales=(DN_SCALE,) * len(S2_L1C_BANDS),
     )
-    verify_written(path, stack, grid)
+    verify_written(path, stack, crs, grid)
     bands: list[dict[str, object]] = [
         {"name": band, "resolution_m": resolution[band], "file": scene.stack_file, "index": index}
         for index, band in enumerate(S2_L1C_BANDS, start=1)
     ]
-    return BuiltStack(grid, bands, _band_caveats(source_zeros, missing_edges, resolution))
+    return BuiltStack(crs, grid, bands, _band_caveats(source_zeros, missing_edges, resolution))
 
 
 def build_label(
-    label: LabelSource, scene_dir: Path, out_dir: Path, grid: Grid
+    label: LabelSource, scene_dir: Path, out_dir: Path, crs: CRS, grid: Grid
 ) -> dict[str, object]:
     """Re-pack a label raster as a small COG on the scene grid and return its manifest entry.
 
@@ -513,8 +551,8 @@ def build_label(
         raise BuildError(f"{source} is missing; check --data.")
     with rasterio.open(source) as ds:
         if (ds.crs, ds.transform, ds.width, ds.height) != (
-            grid.crs,
-            grid.transform,
+            crs,
+            grid.affine,
             grid.width,
             grid.height,
         ):
@@ -528,6 +566,7 @@ def build_label(
     path = out_dir / label.file
     write_cog(
         data,
+        crs,
         grid,
         path,
         descriptions=(label.name,),
@@ -535,7 +574,7 @@ def build_label(
         predictor=1,
         overview_resampling=Resampling.nearest,
     )
-    verify_written(path, data, grid)
+    verify_written(path, data, crs, grid)
     return {
         "name": label.name,
         "file": label.file,
@@ -547,7 +586,7 @@ def build_label(
     }
 
 
-def build_scene(scene: SceneSource, data_root: Path, out_root: Path) -> dict[str, object]:
+def build_scene(scene: DemoScene, data_root: Path, out_root: Path) -> dict[str, object]:
     """Build one scene folder and return its manifest."""
     scene_dir = data_root / scene.folder
     if not scene_dir.is_dir():
@@ -556,8 +595,8 @@ def build_scene(scene: SceneSource, data_root: Path, out_root: Path) -> dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
 
     stack = build_stack(scene, scene_dir, out_dir)
-    grid = stack.grid
-    labels = [build_label(label, scene_dir, out_dir, grid) for label in scene.labels]
+    crs, grid = stack.crs, stack.grid
+    labels = [build_label(label, scene_dir, out_dir, crs, grid) for label in scene.labels]
     for licence in sorted(scene_dir.glob("LICENSE_*.txt")):
         shutil.copyfile(licence, out_dir / licence.name)
 
@@ -569,12 +608,12 @@ def build_scene(scene: SceneSource, data_root: Path, out_root: Path) -> dict[str
         "product_level": "L1C",
         "date": scene.date,
         "mgrs_tile": scene.mgrs_tile,
-        "crs": grid.crs.to_string(),
+        "crs": crs.to_string(),
         "nodata": NODATA,
         "dn_scale": DN_SCALE,
         "dn_offset": DN_OFFSET,
         "grid": {
-            "transform": [float(v) for v in list(grid.transform)[:6]],
+            "transform": [float(v) for v in grid.transform],
             "width": grid.width,
             "height": grid.height,
         },
