@@ -11,6 +11,7 @@ from app import resources
 from app.errors import user_errors
 from app.state import Selection, set_selection
 from backend.models import list_models
+from backend.models.weights import find_local_weights
 from backend.settings import get_settings
 
 st.set_page_config(page_title="SoftMap", page_icon="🛰️", layout="wide")
@@ -35,11 +36,16 @@ def sidebar() -> None:
             key="sidebar.source",
         )
         models = {m.id: m for m in list_models()}
+        missing = {
+            m.id for m in models.values() if m.weight_files and find_local_weights(m) is None
+        }
         model_id = st.sidebar.selectbox(
             "Model",
             list(models),
             index=list(models).index("test-vit"),
-            format_func=lambda m: models[m].title,
+            format_func=lambda m: (
+                models[m].title + (" — weights not found" if m in missing else "")
+            ),
             key="sidebar.model",
             help="SoftCon weights are used when found in the models folder; see README.",
         )

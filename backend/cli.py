@@ -1,4 +1,4 @@
-"""The ``softmap`` command line: ``sources``, ``models`` and ``embed``.
+"""The ``softmap`` command line: ``sources``, ``models``, ``embed`` and ``runs``.
 
 User mistakes exit with status 2 and one line on stderr; no traceback reaches the user.
 """
@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the registered models and whether weights are found")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    r = sub.add_parser("runs", help="recent embedding runs and the cache's size")
+    r.add_argument("--db", type=Path, help="DuckDB cache file (default: SOFTMAP_DB_PATH)")
+    r.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     e = sub.add_parser("embed", help="embed a region and cache the embeddings")
     e.add_argument("--source", required=True, help="source id, e.g. demo/virginia")
@@ -57,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sources(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "runs":
+            return _runs(args)
         return _embed(args)
     except SoftMapError as e:
         print(f"softmap: {e.one_line()}", file=sys.stderr)
@@ -142,6 +149,53 @@ def _models(args: argparse.Namespace) -> int:
         for m in out
     ]
     _print_table(("ID", "SENSOR", "BANDS", "CHIP", "DIM", "WEIGHTS"), rows)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from backend.cache import EmbeddingCache
+    from backend.settings import get_settings
+
+    with EmbeddingCache(args.db or get_settings().db_path, read_only=True) as cache:
+        stats = cache.stats()
+        runs = cache.runs(limit=args.limit)
+    if args.json:
+        _print_json({"cache": asdict(stats), "runs": runs})
+        return 0
+    print(
+        f"{stats.path}: {stats.size_bytes / 2**20:.1f} MB, {stats.sources} sources, "
+        f"{stats.tiles} tiles, {stats.embeddings} embeddings, {stats.runs} runs"
+    )
+    rows = [
+        (
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+            r["status"],
+            r["source_id"],
+            r["model_id"],
+            f"{r['computed']}/{r['tiles_total'] - r['cached'] - r['skipped']}",
+            str(r["cached"]),
+            str(r["skipped"]),
+            f"{r['seconds']:.1f}" if r["seconds"] is not None else "",
+            r["error"] or "",
+        )
+        for r in runs
+    ]
+    _print_table(
+        (
+            "STARTED",
+            "STATUS",
+            "SOURCE",
+            "MODEL",
+            "COMPUTED",
+            "CACHED",
+            "SKIPPED",
+            "SECONDS",
+            "ERROR",
+        ),
+        rows,
+    )
     return 0
 
 

@@ -62,6 +62,11 @@ def test_embed_json_then_cached(venv_bin: Path, tmp_path: Path) -> None:
     third = softmap(venv_bin, "embed", "--source", "demo/virginia", "--aoi", str(aoi),
                     "--model", "test-vit", "--db", str(db), "--json")  # fmt: skip
     assert json.loads(third.stdout)["cached"] == result["tiles"]
+    runs = json.loads(softmap(venv_bin, "runs", "--db", str(db), "--json").stdout)
+    assert runs["cache"]["embeddings"] == result["tiles"]
+    assert [r["status"] for r in runs["runs"]] == ["completed"] * 3
+    assert [r["computed"] for r in runs["runs"]] == [0, 0, result["tiles"]]  # newest first
+    assert "completed" in softmap(venv_bin, "runs", "--db", str(db)).stdout
 
 
 @pytest.mark.parametrize(

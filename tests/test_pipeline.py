@@ -230,3 +230,31 @@ def test_a_read_error_fails_the_run_and_keeps_finished_batches(
     assert run["status"] == "failed"
     assert "Cannot read raster" in run["error"]
     assert run["computed"] == kept
+
+
+@pytest.mark.parametrize("readers", [0, 2])
+def test_ctrl_c_marks_the_run_interrupted_and_keeps_finished_batches(
+    readers: int, virginia: SceneSource, small_region: Region, settings: Settings, db_path: Path
+) -> None:
+    model = create_model("test-vit")
+    engine = EmbeddingEngine(model, device="cpu", batch_size=2, readers=readers)
+
+    def interrupt_after_two_batches(p: Progress) -> None:
+        if p.done >= 4:
+            raise KeyboardInterrupt
+
+    with EmbeddingCache(db_path) as cache:
+        with pytest.raises(KeyboardInterrupt):
+            embed_region(
+                small_region, virginia, model, cache, engine=engine, settings=settings,
+                progress=interrupt_after_two_batches,
+            )  # fmt: skip
+        (run,) = cache.runs()
+        ids, _ = cache.embeddings(cache.embedding_sets()[0])
+        assert run["status"] == "interrupted"
+        assert run["computed"] == len(ids) == 4
+        resumed = embed_region(
+            small_region, virginia, model, cache, engine=engine, settings=settings
+        )
+    assert resumed.cached == 4
+    assert resumed.computed == resumed.tiles - 4
