@@ -6,7 +6,6 @@ import streamlit as st
 
 from backend.inference import EmbeddingEngine
 from backend.models import EmbeddingModel, create_model
-from backend.settings import get_settings
 from backend.sources import SourceCatalog, demo_catalog
 
 
@@ -22,11 +21,4 @@ def model(model_id: str) -> EmbeddingModel:
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def engine(model_id: str) -> EmbeddingEngine:
-    s = get_settings()
-    return EmbeddingEngine(
-        model(model_id),
-        device=s.device,
-        batch_size=s.batch_size,
-        prefetch_batches=s.prefetch_batches,
-        readers=s.readers,
-    )
+    return EmbeddingEngine.from_settings(model(model_id))

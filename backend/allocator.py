@@ -4,7 +4,7 @@ glibc's malloc serves blocks above 32 MB with ``mmap`` and unmaps them on free. 
 pass at batch 32 allocates and frees several such blocks (attention scores, MLP activations), so
 each pass faulted in about 2 GB of fresh zeroed pages: ~500k minor faults per 64 images on these
 machines, and 10–15 % of the CPU time. With ``mmap`` off and heap trimming raised, freed blocks are
-reused by the next pass: faults fell fourfold and ViT-S fp32 went from 11.0 to 12.6 images/s
+reused by the next pass: faults fell fourfold and ViT-S fp32 went from 11.0 to 12.8 images/s
 (bench/README.md). The cost is that the process keeps its peak heap instead of returning it to
 the system, which suits a process that embeds repeatedly. Set ``SOFTMAP_TUNE_MALLOC=0`` to opt out.
 """

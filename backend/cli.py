@@ -217,12 +217,12 @@ def _embed(args: argparse.Namespace) -> int:
     source = catalog.get(args.source)
     region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
     model = create_model(args.model, checkpoint=args.checkpoint)
-    engine = EmbeddingEngine(
+    engine = EmbeddingEngine.from_settings(
         model,
-        device=args.device or settings.device,
-        batch_size=args.batch_size or settings.batch_size,
-        prefetch_batches=settings.prefetch_batches,
-        readers=args.readers if args.readers is not None else settings.readers,
+        settings,
+        device=args.device,
+        batch_size=args.batch_size,
+        readers=args.readers,
         precision=args.precision,
     )
     db = args.db or settings.db_path

@@ -28,7 +28,7 @@ from backend.allocator import keep_freed_memory
 from backend.errors import DeviceError
 from backend.models import EmbeddingModel
 from backend.reader import ResamplingName, SceneReader
-from backend.settings import get_settings
+from backend.settings import Settings, get_settings
 from backend.sources import SceneSource
 from backend.tiling import Tile
 
@@ -152,6 +152,28 @@ class EmbeddingEngine:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision: Precision = precision
+
+    @classmethod
+    def from_settings(
+        cls,
+        model: EmbeddingModel,
+        settings: Settings | None = None,
+        *,
+        device: torch.device | str | None = None,
+        batch_size: int | None = None,
+        readers: int | None = None,
+        precision: Precision = "auto",
+    ) -> EmbeddingEngine:
+        """An engine configured from ``SOFTMAP_*`` settings; explicit arguments win."""
+        s = settings or get_settings()
+        return cls(
+            model,
+            device=device or s.device,
+            batch_size=batch_size or s.batch_size,
+            prefetch_batches=s.prefetch_batches,
+            readers=s.readers if readers is None else readers,
+            precision=precision,
+        )
 
     @contextlib.contextmanager
     def _compute_context(self) -> Iterator[None]:

@@ -89,13 +89,7 @@ def embed_region(
             f"Chip size {chip} is not a multiple of {model.meta.id}'s patch size {patch}.",
             title="Invalid chip size",
         )
-    engine = engine or EmbeddingEngine(
-        model,
-        device=settings.device,
-        batch_size=settings.batch_size,
-        prefetch_batches=settings.prefetch_batches,
-        readers=settings.readers,
-    )
+    engine = engine or EmbeddingEngine.from_settings(model, settings)
     limit = settings.max_nodata_fraction if max_nodata_fraction is None else max_nodata_fraction
     with SceneReader(source, resampling=resampling) as reader:
         plan = plan_tiles(
