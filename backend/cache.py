@@ -97,6 +97,7 @@ class EmbeddingCache:
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._schemas: set[str] = set()
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
@@ -131,7 +132,8 @@ class EmbeddingCache:
         self._con.close()
 
     @contextmanager
-    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own for one operation; DuckDB errors become ``CacheError``."""
         cur = self._con.cursor()
         try:
             yield cur
@@ -141,8 +143,9 @@ class EmbeddingCache:
             cur.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._cursor() as cur:
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside one transaction: committed on success, rolled back on any error."""
+        with self.cursor() as cur:
             cur.begin()
             try:
                 yield cur
@@ -151,8 +154,34 @@ class EmbeddingCache:
                 raise
             cur.commit()
 
+    def ensure_schema(self, name: str, ddl: str) -> bool:
+        """Create a feature's tables (``CREATE … IF NOT EXISTS`` statements) once per connection.
+
+        Feature modules (land cover, user classes, projections, …) own their tables and call
+        this before using them. On a read-only cache nothing is created; returns whether the
+        feature's tables can be used (they exist or were just created).
+        """
+        if name in self._schemas:
+            return True
+        if self.read_only:
+            first = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", ddl)
+            if first is None or not self.has_table(first.group(1)):
+                return False
+        else:
+            with self.transaction() as cur:
+                cur.execute(ddl)
+        self._schemas.add(name)
+        return True
+
+    def has_table(self, table: str) -> bool:
+        with self.cursor() as cur:
+            row = cur.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+            ).fetchone()
+        return bool(row and row[0])
+
     def _init_schema(self) -> None:
-        with self._transaction() as cur:
+        with self.transaction() as cur:
             cur.execute(_SCHEMA)
             cur.execute(
                 "INSERT INTO softmap_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
@@ -172,19 +201,19 @@ class EmbeddingCache:
         While a model runs, the per-batch inserts gain nothing from DuckDB's worker threads,
         and idle workers must not compete with PyTorch's threads for the cores.
         """
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             (threads,) = cur.execute("SELECT current_setting('threads')").fetchone() or (None,)
             cur.execute("SET threads = 1")
         try:
             yield
         finally:
-            with self._cursor() as cur:
+            with self.cursor() as cur:
                 cur.execute(f"SET threads = {int(threads or 1)}")
 
     # --- sources and tiles ----------------------------------------------------------------
     def upsert_source(self, source: SceneSource) -> None:
         summary = source.summary()
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             cur.execute(
                 """INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (source_id) DO UPDATE SET title = excluded.title,
@@ -228,7 +257,7 @@ class EmbeddingCache:
                 "nodata_fraction": [t.nodata_fraction for t in tiles],
             }
         )
-        with self._transaction() as cur:
+        with self.transaction() as cur:
             cur.register("_tiles", table)
             cur.execute(
                 """INSERT INTO tiles SELECT * FROM _tiles
@@ -238,7 +267,7 @@ class EmbeddingCache:
 
     def tiles(self, tile_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Stored tile records, in the order asked (missing ids are left out)."""
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             rows = (
                 cur.execute("SELECT * FROM tiles WHERE list_contains(?, tile_id)", [list(tile_ids)])
                 .to_arrow_table()
@@ -256,7 +285,7 @@ class EmbeddingCache:
         preprocessing: dict[str, object] | None = None,
     ) -> EmbeddingSet | None:
         """The set for (model, preprocessing); created when ``dim`` is given and it is absent."""
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             row = cur.execute(
                 """SELECT set_id, model_id, preprocessing_hash, dim, table_name FROM embedding_sets
                 WHERE model_id = ? AND preprocessing_hash = ?""",
@@ -272,7 +301,7 @@ class EmbeddingCache:
             return found
         if dim is None:
             return None
-        with self._transaction() as cur:
+        with self.transaction() as cur:
             (set_id,) = cur.execute(
                 "SELECT coalesce(max(set_id), 0) + 1 FROM embedding_sets"
             ).fetchone() or (1,)
@@ -298,7 +327,7 @@ class EmbeddingCache:
         return EmbeddingSet(int(set_id), model_id, preprocessing_hash, int(dim), table)
 
     def embedding_sets(self) -> list[EmbeddingSet]:
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             rows = cur.execute(
                 "SELECT set_id, model_id, preprocessing_hash, dim, table_name "
                 "FROM embedding_sets ORDER BY set_id"
@@ -309,7 +338,7 @@ class EmbeddingCache:
         """Which of ``tile_ids`` already have an embedding in the set."""
         if not tile_ids:
             return set()
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             rows = cur.execute(
                 f"SELECT tile_id FROM {eset.table_name} WHERE list_contains(?, tile_id)",
                 [list(tile_ids)],
@@ -340,7 +369,7 @@ class EmbeddingCache:
                 "created_at": pa.array([_now()] * n, type=pa.timestamp("us", tz="UTC")),
             }
         )
-        with self._transaction() as cur:
+        with self.transaction() as cur:
             cur.register("_batch", batch)
             cur.execute(
                 f"INSERT INTO {eset.table_name} SELECT * FROM _batch ON CONFLICT DO NOTHING"
@@ -353,7 +382,7 @@ class EmbeddingCache:
         self, eset: EmbeddingSet, tile_ids: Sequence[str] | None = None
     ) -> tuple[list[str], NDArray[np.float32]]:
         """(tile ids, ``[N, D]`` float32 matrix) of a set, optionally restricted to some tiles."""
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             if tile_ids is None:
                 rel = cur.execute(f"SELECT tile_id, vector FROM {eset.table_name} ORDER BY tile_id")
             else:
@@ -382,7 +411,7 @@ class EmbeddingCache:
         device: str,
     ) -> str:
         run_id = uuid.uuid4().hex
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             cur.execute(
                 """INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, 0, ?, ?,
                 NULL, NULL, ?, NULL)""",
@@ -412,7 +441,7 @@ class EmbeddingCache:
         tiles_per_s: float,
         error: str | None = None,
     ) -> None:
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             cur.execute(
                 """UPDATE runs SET status = ?, finished_at = ?, computed = ?, seconds = ?,
                 tiles_per_s = ?, error = ? WHERE run_id = ?""",
@@ -420,7 +449,7 @@ class EmbeddingCache:
             )
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             table = cur.execute(
                 "SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", [limit]
             ).to_arrow_table()
@@ -428,7 +457,7 @@ class EmbeddingCache:
 
     # --- statistics -----------------------------------------------------------------------
     def stats(self) -> CacheStats:
-        with self._cursor() as cur:
+        with self.cursor() as cur:
             n_sources = _count(cur, "sources")
             n_tiles = _count(cur, "tiles")
             n_runs = _count(cur, "runs")

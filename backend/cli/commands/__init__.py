@@ -1,0 +1,1 @@
+"""One module per ``softmap`` command (discovered by ``backend.cli.build_parser``)."""

@@ -1,0 +1,192 @@
+"""``softmap sources``, ``models``, ``runs`` and ``embed``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from backend.cli.common import (
+    ProgressBar,
+    add_db_option,
+    add_engine_options,
+    add_json_option,
+    add_model_options,
+    add_region_options,
+    catalog,
+    db_path,
+    invalid,
+    print_json,
+    print_table,
+    region_and_source,
+)
+
+ORDER = 0
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("sources", help="list the imagery sources (bundled and registered)")
+    add_db_option(s)
+    add_json_option(s)
+    s.set_defaults(handler=_sources)
+
+    m = sub.add_parser("models", help="list the registered models and whether weights are found")
+    add_json_option(m)
+    m.set_defaults(handler=_models)
+
+    r = sub.add_parser("runs", help="recent embedding runs and the cache's size")
+    add_db_option(r)
+    r.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    add_json_option(r)
+    r.set_defaults(handler=_runs)
+
+    e = sub.add_parser("embed", help="embed a region and cache the embeddings")
+    add_region_options(e)
+    add_model_options(e)
+    add_engine_options(e)
+    e.add_argument("--chip", type=int, help="tile size in pixels (default: the model's)")
+    e.add_argument("--stride", type=int, help="tile step in pixels (default: the chip size)")
+    e.add_argument("--max-nodata", type=float, help="skip tiles with more nodata than this")
+    add_db_option(e)
+    add_json_option(e)
+    e.set_defaults(handler=_embed)
+
+
+def _sources(args: argparse.Namespace) -> int:
+    sources = catalog(args).list()
+    if args.json:
+        print_json({"sources": [s.summary() for s in sources]})
+        return 0
+    rows = [
+        (s.id, s.product_level, s.date, s.crs, "{} x {} km".format(*s.size_km), s.title)
+        for s in sources
+    ]
+    print_table(("ID", "LEVEL", "DATE", "CRS", "SIZE", "TITLE"), rows)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from backend.models import list_models
+    from backend.models.weights import find_local_weights
+
+    out: list[dict[str, Any]] = []
+    for meta in list_models():
+        path = find_local_weights(meta)
+        if meta.random_init_seed is not None:
+            weights = "built-in (seeded random init)"
+        else:
+            weights = str(path) if path else "not found locally"
+        out.append(
+            {
+                "id": meta.id,
+                "title": meta.title,
+                "architecture": meta.architecture,
+                "sensor": meta.sensor,
+                "bands": list(meta.bands),
+                "normalization": meta.normalization.scheme,
+                "chip_size": meta.chip_size,
+                "patch_size": meta.patch_size,
+                "embed_dim": meta.embed_dim,
+                "license": meta.license,
+                "weights": weights,
+            }
+        )
+    if args.json:
+        print_json({"models": out})
+        return 0
+    rows = [
+        (
+            m["id"],
+            m["sensor"],
+            str(len(m["bands"])),
+            str(m["chip_size"]),
+            str(m["embed_dim"]),
+            m["weights"],
+        )
+        for m in out
+    ]
+    print_table(("ID", "SENSOR", "BANDS", "CHIP", "DIM", "WEIGHTS"), rows)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from backend.cache import EmbeddingCache
+
+    with EmbeddingCache(db_path(args), read_only=True) as cache:
+        stats = cache.stats()
+        runs = cache.runs(limit=args.limit)
+    if args.json:
+        print_json({"cache": asdict(stats), "runs": runs})
+        return 0
+    print(
+        f"{stats.path}: {stats.size_bytes / 2**20:.1f} MB, {stats.sources} sources, "
+        f"{stats.tiles} tiles, {stats.embeddings} embeddings, {stats.runs} runs"
+    )
+    rows = [
+        (
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+            r["status"],
+            r["source_id"],
+            r["model_id"],
+            f"{r['computed']}/{r['tiles_total'] - r['cached'] - r['skipped']}",
+            str(r["cached"]),
+            str(r["skipped"]),
+            f"{r['seconds']:.1f}" if r["seconds"] is not None else "",
+            r["error"] or "",
+        )
+        for r in runs
+    ]
+    header = ("STARTED", "STATUS", "SOURCE", "MODEL", "COMPUTED", "CACHED", "SKIPPED", "SECONDS")
+    print_table((*header, "ERROR"), rows)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from backend.cache import EmbeddingCache
+    from backend.inference import EmbeddingEngine
+    from backend.models import create_model
+    from backend.pipeline import embed_region
+    from backend.settings import get_settings
+
+    settings = get_settings()
+    if args.batch_size is not None and args.batch_size < 1:
+        raise invalid("--batch-size must be at least 1.")
+    if args.max_nodata is not None and not 0 <= args.max_nodata <= 1:
+        raise invalid("--max-nodata must be between 0 and 1.")
+    region, source = region_and_source(args)
+    model = create_model(args.model, checkpoint=args.checkpoint)
+    engine = EmbeddingEngine.from_settings(
+        model,
+        settings,
+        device=args.device,
+        batch_size=args.batch_size,
+        readers=args.readers,
+        precision=args.precision,
+    )
+    with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
+        result = embed_region(
+            region,
+            source,
+            model,
+            cache,
+            engine=engine,
+            settings=settings,
+            catalog=catalog(args),
+            chip=args.chip,
+            stride=args.stride,
+            max_nodata_fraction=args.max_nodata,
+            progress=bar.update,
+        )
+    if args.json:
+        payload = result.to_json()
+        payload.pop("tile_ids")
+        print_json(payload)
+    else:
+        print(
+            f"{result.tiles} tiles of {result.source} with {result.model}: "
+            f"{result.computed} computed, {result.cached} cached, {result.skipped} skipped "
+            f"(nodata) in {result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s on "
+            f"{result.device}) → {result.db}"
+        )
+    return 0

@@ -1,0 +1,117 @@
+"""What every ``softmap`` command shares: output helpers and the common options.
+
+Commands are modules in ``backend.cli.commands``; each defines ``ORDER`` (its place in
+``softmap --help``) and ``register(subparsers)``, which adds its parser(s) and sets
+``handler=<function(args) -> int>`` as a default. Heavy imports stay inside the handlers so
+``softmap --help`` and mistakes in options answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from backend.errors import SoftMapError
+
+if TYPE_CHECKING:
+    from backend.regions import Region
+    from backend.sources import SceneSource, SourceCatalog
+
+
+def add_db_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", type=Path, help="DuckDB cache file (default: SOFTMAP_DB_PATH)")
+
+
+def add_json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def add_region_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--source`` plus one of ``--bbox``/``--aoi`` (the region), as in ``softmap embed``."""
+    p.add_argument("--source", required=required, help="source id, e.g. demo/virginia")
+    where = p.add_mutually_exclusive_group(required=required)
+    where.add_argument("--bbox", help="W,S,E,N in lon/lat degrees")
+    where.add_argument("--aoi", type=Path, help="GeoJSON file (Polygon/MultiPolygon/Feature…)")
+
+
+def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="model id (see `softmap models`)")
+    p.add_argument("--checkpoint", type=Path, help="weights file (overrides the lookup)")
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="auto, cuda, cuda:N, mps or cpu (default: SOFTMAP_DEVICE)")
+    p.add_argument("--batch-size", type=int, help="tiles per batch (default: SOFTMAP_BATCH_SIZE)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto = bf16 autocast on CUDA, fp32 elsewhere")  # fmt: skip
+    p.add_argument("--readers", type=int, help="reader threads (0 = read in line; default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    from backend.settings import get_settings
+
+    return Path(args.db) if getattr(args, "db", None) else get_settings().db_path
+
+
+def catalog(args: argparse.Namespace | None = None) -> SourceCatalog:
+    """The sources a command can use: the bundled scenes plus those registered in the cache."""
+    from backend.sources import open_catalog
+
+    return open_catalog(db_path(args) if args is not None else None)
+
+
+def region_and_source(args: argparse.Namespace) -> tuple[Region, SceneSource]:
+    from backend.regions import load_aoi, parse_bbox
+
+    source = catalog(args).get(args.source)
+    region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
+    return region, source
+
+
+def print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
+
+
+def invalid(message: str) -> SoftMapError:
+    """A user mistake in the options (exit 2, one line)."""
+    return SoftMapError(message, title="Invalid option")
+
+
+class ProgressBar:
+    """A tqdm bar on stderr fed by the engine's progress callback.
+
+    Created on the first update, so a run refused up front prints only its error line.
+    """
+
+    def __init__(self, *, disable: bool) -> None:
+        self._disable = disable
+        self._bar: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def update(self, p: Any) -> None:
+        if self._disable:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=p.total, unit="tile", file=sys.stderr, leave=False)
+        self._bar.n = p.done
+        self._bar.refresh()
