@@ -85,3 +85,52 @@ class NotFoundError(SoftMapError):
 
 class ConfigurationError(SoftMapError):
     title = "Invalid setting"
+
+
+# --- projections, user classes, exports ----------------------------------------------------
+class UnknownClassError(NotFoundError):
+    title = "Unknown class"
+
+
+class NotEnoughLabelsError(SoftMapError):
+    title = "Not enough labels"
+
+
+# --- labels and land cover -----------------------------------------------------------------
+class UnknownMappingError(SoftMapError):
+    title = "Unknown class mapping"
+
+
+class UnknownHeadError(SoftMapError):
+    title = "Unknown land-cover head"
+
+
+# --- STAC catalogues and change ------------------------------------------------------------
+class CatalogueUnreachableError(SoftMapError):
+    title = "STAC catalogue unreachable"
+
+
+class EmptySearchError(SoftMapError):
+    title = "No imagery found"
+
+
+class StacItemError(SoftMapError):
+    title = "Unusable STAC item"
+
+
+class ChangeError(SoftMapError):
+    title = "Cannot compare dates"
+
+
+# --- search --------------------------------------------------------------------------------
+class NoEmbeddingsError(NotFoundError):
+    title = "No cached embeddings"
+
+
+class EmptyScopeError(SoftMapError):
+    title = "Nothing to search"
+
+
+# --- local scenes (softmap sources add) ----------------------------------------------------
+class SceneImportError(SoftMapError):
+    title = "Cannot use this imagery"

@@ -83,7 +83,7 @@ def tiles_to_grid(
         out[:, y : y + g, x : x + g] = vals[i]
     cell_px = chip // g
     transform = (
-        source.grid.affine * Affine.translation(c0 * chip, r0 * chip) * Affine.scale(cell_px)
+        source.grid.affine @ Affine.translation(c0 * chip, r0 * chip) @ Affine.scale(cell_px)
     )
     return GridRaster(out, transform, source.crs)
 

@@ -41,6 +41,26 @@ class Settings(BaseSettings):
     max_nodata_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     offline: bool = Field(default=False, description="Never try the network (Hugging Face, STAC)")
     hf_repo: str = Field(default="wangyi111/softcon", description="Hugging Face repo of weights")
+    stac_api_url: str = Field(
+        default="https://earth-search.aws.element84.com/v1",
+        description="STAC API searched by `softmap stac` (Earth Search by default)",
+    )
+    stac_collections: tuple[str, ...] = Field(
+        default=("sentinel-2-l2a",), description="STAC collections searched by default"
+    )
+    stac_max_cloud: float = Field(
+        default=30.0, ge=0.0, le=100.0, description="Largest eo:cloud_cover (%) kept"
+    )
+    stac_max_items: int = Field(default=50, ge=1, le=1000, description="Items fetched per search")
+    stac_timeout_s: float = Field(default=20.0, gt=0, description="STAC API request timeout")
+    stac_planetary_computer_url: str = Field(
+        default="https://planetarycomputer.microsoft.com/api/stac/v1",
+        description="Planetary Computer STAC API (its asset URLs are signed with a SAS token)",
+    )
+    stac_pc_token_url: str = Field(
+        default="https://planetarycomputer.microsoft.com/api/sas/v1/token",
+        description="Planetary Computer SAS token endpoint (`{url}/{collection}`)",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,237 @@
+"""``softmap landcover`` (map a region) and ``softmap landcover fit`` (train a head).
+
+``fit`` is an optional first word rather than a sub-command, so that the map form reads exactly
+``softmap landcover --source … --bbox … --model …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from backend.cli.common import (
+    ProgressBar,
+    add_db_option,
+    add_engine_options,
+    add_json_option,
+    add_model_options,
+    add_region_options,
+    catalog,
+    db_path,
+    invalid,
+    print_json,
+    print_table,
+    region_and_source,
+)
+
+ORDER = 20
+
+_USAGE = """softmap landcover --source ID (--bbox W,S,E,N | --aoi FILE) --model ID [--head ID]
+                         [--out PATH.tif] [--no-tokens] [--db PATH] [--json]
+       softmap landcover fit --source ID --model ID [--labels PATH --mapping NAME]
+                         [--bbox W,S,E,N | --aoi FILE] [--bundle] [--db PATH] [--json]
+       softmap landcover heads [--model ID] [--db PATH] [--json]"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "landcover",
+        usage=_USAGE,
+        help="land-cover map of a region (Dynamic World classes), or fit/list heads",
+        description="Map a region's land cover with a model's land-cover head: per-tile class "
+        "probabilities (stored in the cache), expected km² per class with a 95% range, and a "
+        "COG with 9 probability bands plus dominant class, confidence and entropy. "
+        "`landcover fit` trains a head on a scene's labels or your own raster.",
+    )
+    p.add_argument(
+        "action", nargs="?", choices=["map", "fit", "heads"], default="map",
+        help="map (default), fit a head, or list heads",
+    )  # fmt: skip
+    add_region_options(p, required=False)
+    add_model_options(p, required=False)
+    p.add_argument("--head", help="head id (default: newest fitted for the model, else bundled)")
+    p.add_argument("--out", help="write the map as a Cloud-Optimized GeoTIFF")
+    p.add_argument("--no-tokens", action="store_true", help="tile-level map only (no sub-tile)")
+    p.add_argument("--labels", help="fit: a categorical land-cover raster (any CRS)")
+    p.add_argument("--mapping", help="fit: class mapping of --labels (e.g. esa-worldcover)")
+    p.add_argument("--min-labelled", type=float, help="fit: minimum labelled share of a tile")
+    p.add_argument(
+        "--bundle", action="store_true", help="fit: write the head to assets/models/heads/"
+    )
+    add_engine_options(p)
+    add_db_option(p)
+    add_json_option(p)
+    p.set_defaults(handler=_landcover)
+
+
+def _landcover(args: argparse.Namespace) -> int:
+    if args.action == "heads":
+        return _heads(args)
+    if not args.source:
+        raise invalid(f"softmap landcover {args.action} needs --source ID.")
+    if not args.model:
+        raise invalid(f"softmap landcover {args.action} needs --model ID.")
+    if args.action == "fit":
+        return _fit(args)
+    if not (args.bbox or args.aoi):
+        raise invalid("softmap landcover needs a region: --bbox W,S,E,N or --aoi FILE.")
+    fit_only = (args.labels, args.mapping, args.min_labelled)
+    if args.bundle or any(v is not None for v in fit_only):
+        raise invalid("--labels, --mapping, --min-labelled and --bundle belong to `fit`.")
+    return _map(args)
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from backend.inference import EmbeddingEngine
+    from backend.models import create_model
+    from backend.settings import get_settings
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise invalid("--batch-size must be at least 1.")
+    model = create_model(args.model, checkpoint=args.checkpoint)
+    return EmbeddingEngine.from_settings(
+        model,
+        get_settings(),
+        device=args.device,
+        batch_size=args.batch_size,
+        readers=args.readers,
+        precision=args.precision,
+    )
+
+
+def _map(args: argparse.Namespace) -> int:
+    from backend.cache import EmbeddingCache
+    from backend.landcover import predict_landcover, resolve_head
+
+    region, source = region_and_source(args)
+    if args.out and not str(args.out).lower().endswith((".tif", ".tiff")):
+        raise invalid(f"--out {args.out}: the map is a GeoTIFF, give a .tif path.")
+    engine = _engine(args)
+    with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
+        head = resolve_head(cache, engine.model.meta.id, args.head)  # fail before embedding
+        result = predict_landcover(
+            region,
+            source,
+            engine.model,
+            cache,
+            engine=engine,
+            head=head,
+            progress=bar.update,
+            tokens=not args.no_tokens,
+        )
+    out = str(result.write_cog(args.out)) if args.out else None
+    if args.json:
+        print_json({**result.to_json(), "out": out, "db": str(db_path(args))})
+        return 0
+    cells = result.token_probabilities is not None
+    print(
+        f"{len(result.tile_ids)} tiles of {source.id} with {result.head['model_id']} / head "
+        f"{result.head['head_id']} ({'sub-tile' if cells else 'tile'} map, "
+        f"{result.region_km2:.2f} km²)"
+    )
+    rows = [
+        (
+            a.name,
+            f"{a.expected_km2:.2f}",
+            f"{a.low_km2:.2f}–{a.high_km2:.2f}",
+            f"{100 * a.share:.1f}",
+            str(a.tiles_dominant),
+        )
+        for a in sorted(result.areas, key=lambda a: -a.expected_km2)
+    ]
+    print_table(("CLASS", "EXPECTED_KM2", "95%_RANGE_KM2", "SHARE_%", "TILES_DOMINANT"), rows)
+    if out:
+        print(f"map → {out}")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from backend.cache import EmbeddingCache
+    from backend.labels import MIN_LABELLED_FRACTION, get_mapping, user_label_raster
+    from backend.landcover import fit_head
+    from backend.regions import load_aoi, parse_bbox
+
+    if args.head or args.out:
+        raise invalid("--head and --out belong to the map form, not `fit`.")
+    if args.labels and not args.mapping:
+        raise invalid("--labels needs --mapping NAME (e.g. esa-worldcover, dynamic-world).")
+    mapping = get_mapping(args.mapping) if args.mapping else None
+    min_labelled = MIN_LABELLED_FRACTION if args.min_labelled is None else args.min_labelled
+    if not 0 < min_labelled <= 1:
+        raise invalid("--min-labelled must be in (0, 1].")
+    source = catalog(args).get(args.source)
+    region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi) if args.aoi else None
+    labels = user_label_raster(args.labels) if args.labels else None
+    engine = _engine(args)
+    with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
+        result = fit_head(
+            source,
+            engine.model,
+            cache,
+            region=region,
+            labels=labels,
+            mapping=mapping,
+            engine=engine,
+            min_labelled=min_labelled,
+            bundle=args.bundle,
+            progress=bar.update,
+        )
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    info = result.head.info()
+    t = info["training"]
+    print(
+        f"head {info['head_id']} for {info['model_id']}: {t['labelled_tiles']} labelled tiles "
+        f"of {t['tiles']} ({t['labels']} → {t['mapping']}), {t['labelled_tokens']} labelled "
+        f"tokens, {result.seconds:.1f} s → {result.stored}"
+    )
+    rows = [
+        (
+            level,
+            str(m["n_train"]),
+            str(m["n_test"]),
+            _fmt(m["mAP"]),
+            _fmt(m["top1"]),
+            _fmt(m["baseline_top1"]),
+            _fmt(m["kl"]),
+        )
+        for level, m in info["metrics"].items()
+    ]
+    print("held-out evaluation (spatially blocked):")
+    print_table(("LEVEL", "TRAIN", "TEST", "mAP", "TOP1", "PRIOR_TOP1", "KL"), rows)
+    return 0
+
+
+def _heads(args: argparse.Namespace) -> int:
+    from backend.cache import EmbeddingCache
+    from backend.landcover import list_heads
+
+    path = db_path(args)
+    if path.exists():
+        with EmbeddingCache(path, read_only=True) as cache:
+            heads = list_heads(cache, args.model)
+    else:
+        heads = list_heads(None, args.model)
+    infos = [h.info() for h in heads]
+    if args.json:
+        print_json({"heads": infos})
+        return 0
+    rows = [
+        (
+            i["head_id"],
+            i["model_id"],
+            i["mapping"],
+            "bundled" if i["bundled"] else "fitted",
+            "yes" if i["token_head"] else "no",
+            _fmt(i["metrics"].get("tile", {}).get("mAP")),
+            _fmt(i["metrics"].get("tile", {}).get("top1")),
+        )
+        for i in infos
+    ]
+    print_table(("HEAD", "MODEL", "MAPPING", "KIND", "TOKENS", "mAP", "TOP1"), rows)
+    return 0
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
