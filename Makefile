@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 lint: $(STAMP)
 	$(BIN)/ruff check backend app pages tests bench scripts
 	$(BIN)/ruff format --check backend app pages tests bench scripts
+	$(BIN)/hadolint --failure-threshold info Dockerfile
 
 typecheck: $(STAMP)
 	$(BIN)/mypy backend

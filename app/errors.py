@@ -1,36 +1,84 @@
-"""The one place where backend errors become what the user sees."""
+"""The one place where backend errors become what the user sees.
+
+Every :class:`~backend.errors.SoftMapError` carries a short title and a message that says what to
+do; :data:`PRESENTATION` decides whether it shows as a warning (a choice the user can simply
+change) or an error (something to fix outside the app). No traceback reaches the page.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import streamlit as st
 
 from backend.errors import (
+    BandMismatchError,
+    CacheError,
     CacheLockedError,
+    CheckpointMismatchError,
+    ConfigurationError,
+    DeviceError,
     InvalidRegionError,
+    NotFoundError,
+    RasterReadError,
     SoftMapError,
+    UnknownModelError,
+    UnknownSourceError,
     WeightsNotFoundError,
 )
 
-#: Errors that describe a choice the user can simply change are warnings; the rest are errors.
-_WARNINGS = (InvalidRegionError, WeightsNotFoundError, CacheLockedError)
+Level = Literal["warning", "error"]
+
+#: Error class → how it is shown; the most specific class listed wins (checked in order).
+PRESENTATION: tuple[tuple[type[SoftMapError], Level, str], ...] = (
+    (InvalidRegionError, "warning", ":material/crop_free:"),
+    (WeightsNotFoundError, "warning", ":material/download:"),
+    (CacheLockedError, "warning", ":material/lock:"),
+    (UnknownSourceError, "warning", ":material/satellite_alt:"),
+    (UnknownModelError, "warning", ":material/model_training:"),
+    (NotFoundError, "warning", ":material/search_off:"),
+    (DeviceError, "warning", ":material/memory:"),
+    (CheckpointMismatchError, "error", ":material/error:"),
+    (BandMismatchError, "error", ":material/error:"),
+    (RasterReadError, "error", ":material/broken_image:"),
+    (CacheError, "error", ":material/database:"),
+    (ConfigurationError, "error", ":material/settings:"),
+    (SoftMapError, "error", ":material/error:"),
+)
 
 
-def show_error(error: SoftMapError) -> None:
-    """Render a backend error as a short title and an actionable message."""
-    text = f"**{error.title}** — {error.message}"
-    if isinstance(error, _WARNINGS):
-        st.warning(text, icon="⚠️")
-    else:
-        st.error(text, icon="🛑")
+def presentation(error: SoftMapError) -> tuple[Level, str]:
+    """(level, icon) for an error: the first entry of :data:`PRESENTATION` it is an instance of."""
+    for cls, level, icon in PRESENTATION:
+        if isinstance(error, cls):
+            return level, icon
+    return "error", ":material/error:"
+
+
+def error_text(error: SoftMapError) -> str:
+    """The title in bold, then the message on one line."""
+    return f"**{error.title}** — {' '.join(error.message.split())}"
+
+
+def show_error(error: SoftMapError, *, where: object = None) -> None:
+    """Render a backend error as a short title and an actionable message.
+
+    Args:
+        error: the error.
+        where: a container (``st.sidebar``, a column…); the main area when None.
+    """
+    level, icon = presentation(error)
+    target = where if where is not None else st
+    render = target.warning if level == "warning" else target.error  # type: ignore[attr-defined]
+    render(error_text(error), icon=icon)
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(where: object = None) -> Iterator[None]:
     """Show any :class:`SoftMapError` raised inside the block instead of a traceback."""
     try:
         yield
     except SoftMapError as e:
-        show_error(e)
+        show_error(e, where=where)

@@ -1,24 +1,117 @@
-"""Shared, never-mutated resources for every session (``st.cache_resource``)."""
+"""Shared, never-mutated resources for every session (``st.cache_resource``) and bounded caches
+of derived results (``st.cache_data``).
+
+DuckDB lets one process write a database file at a time. The app process opens the cache once
+(:func:`cache`) and every session shares that connection (each operation takes its own cursor),
+so while the app runs the ``softmap`` CLI cannot write to the same file: stop the app, or give
+the CLI another ``--db``. If another process already holds the file, :func:`cache` raises
+``CacheLockedError`` naming it, and the app shows that instead of the cache.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import streamlit as st
 
-from backend.inference import EmbeddingEngine
+from backend.cache import CacheStats, EmbeddingCache
+from backend.inference import EmbeddingEngine, describe_device, select_device
 from backend.models import EmbeddingModel, create_model
-from backend.sources import SourceCatalog, demo_catalog
+from backend.preview import Composite, encode_png, png_data_url, scene_preview, tile_thumbnail
+from backend.settings import get_settings
+from backend.sources import SourceCatalog, open_catalog
 
 
-@st.cache_resource(show_spinner=False)
+def db_path() -> Path:
+    """The configured cache file (``SOFTMAP_DB_PATH``), made absolute."""
+    return get_settings().db_path.resolve()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _catalog(path: str) -> SourceCatalog:
+    return open_catalog(Path(path))
+
+
 def catalog() -> SourceCatalog:
-    return demo_catalog()
+    """The bundled scenes plus those registered in the cache."""
+    return _catalog(str(db_path()))
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=2)
 def model(model_id: str) -> EmbeddingModel:
+    """A model, built once per process (weights on the selected device by the engine)."""
     return create_model(model_id)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def engine(model_id: str) -> EmbeddingEngine:
+    """The embedding engine of a model (device, batch size and precision from the settings)."""
     return EmbeddingEngine.from_settings(model(model_id))
+
+
+@st.cache_resource(show_spinner=False)
+def device_label() -> str:
+    """The device embeddings run on: the GPU's name, or ``cpu``."""
+    return describe_device(select_device(get_settings().device))
+
+
+def _close(cache: EmbeddingCache) -> None:
+    cache.close()
+
+
+@st.cache_resource(show_spinner=False, max_entries=2, on_release=_close)
+def _cache(path: str) -> EmbeddingCache:
+    return EmbeddingCache(path)
+
+
+def cache() -> EmbeddingCache:
+    """The one writable cache connection of this process.
+
+    Raises:
+        CacheLockedError: another process (a CLI run, another app) holds the file; not cached,
+            so the next rerun tries again.
+        CacheError: the file is not a usable cache.
+    """
+    return _cache(str(db_path()))
+
+
+def cache_stats() -> CacheStats:
+    """Size and row counts of the cache (cheap: a few ``count(*)``)."""
+    return cache().stats()
+
+
+#: Scene quicklooks are written here and served by Streamlit at ``/app/static/previews/``:
+#: a URL keeps megabytes of PNG out of the map's script, which is rebuilt on every rerun.
+PREVIEW_DIR = Path(__file__).resolve().parent / "static" / "previews"
+PREVIEW_URL = "/app/static/previews"
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def overlay_url(source_id: str, composite: Composite, root: str) -> tuple[str, tuple[float, ...]]:
+    """A scene quicklook's URL (a PNG written once) and its lon/lat bounds.
+
+    ``root`` (the scene folder) is part of the key and the file name, so a re-registered source
+    is never served stale. Where the folder cannot be written, the PNG is inlined instead.
+    """
+    preview = scene_preview(catalog().get(source_id), composite, max_size=1024)
+    tag = hashlib.sha256(f"{source_id}|{root}|{composite}".encode()).hexdigest()[:16]
+    name = f"{tag}.png"
+    try:
+        PREVIEW_DIR.mkdir(parents=True, exist_ok=True)
+        path = PREVIEW_DIR / name
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(encode_png(preview.rgba))
+            tmp.replace(path)
+    except OSError:
+        return png_data_url(preview.rgba), preview.bounds
+    return f"{PREVIEW_URL}/{name}", preview.bounds
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(
+    source_id: str, tile_id: str, composite: Composite = "true", size: int = 160
+) -> bytes:
+    """A tile's thumbnail as PNG bytes."""
+    return tile_thumbnail(catalog().get(source_id), tile_id, composite, size)

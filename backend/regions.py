@@ -261,3 +261,21 @@ def _check_lonlat_range(points: list[tuple[float, float]], *, what: str) -> None
             raise InvalidRegionError(
                 f"The {what} has a coordinate ({lon:g}, {lat:g}) outside lon/lat range.{hint}"
             )
+
+
+def point_region(lon: float, lat: float, half_size_m: float) -> Region:
+    """A square region of ``2 * half_size_m`` metres a side centred on a lon/lat point.
+
+    Raises:
+        InvalidRegionError: the point is outside lon/lat range or the size is not positive.
+    """
+    _check_lonlat_range([(lon, lat)], what="point")
+    if not (math.isfinite(half_size_m) and half_size_m > 0):
+        raise InvalidRegionError(
+            f"A region around a point needs a positive size, not {half_size_m}."
+        )
+    lon_w, _, _ = _GEOD.fwd(lon, lat, 270.0, half_size_m)
+    lon_e, _, _ = _GEOD.fwd(lon, lat, 90.0, half_size_m)
+    _, lat_s, _ = _GEOD.fwd(lon, lat, 180.0, half_size_m)
+    _, lat_n, _ = _GEOD.fwd(lon, lat, 0.0, half_size_m)
+    return Region(box(lon_w, max(lat_s, -90.0), lon_e, min(lat_n, 90.0)))
