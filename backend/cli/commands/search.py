@@ -1,0 +1,108 @@
+"""``softmap search``: tiles like the query tiles, within a region, a source or everything."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from backend.cli.common import (
+    add_db_option,
+    add_json_option,
+    db_path,
+    invalid,
+    print_json,
+    print_table,
+)
+
+ORDER = 20
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser(
+        "search",
+        help="find tiles like given tiles (cosine similarity of cached embeddings)",
+        description="Query with --tile, --point or --positive (and optionally --negative); "
+        "results exclude the query tiles. The scope defaults to the region when --bbox/--aoi is "
+        "given, else the source when --source is given, else everything cached for the model.",
+    )
+    s.add_argument("--model", required=True, help="model id whose embeddings are searched")
+    s.add_argument("--source", help="source id (limits the scope to it)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--bbox", help="W,S,E,N in lon/lat degrees (a region scope)")
+    where.add_argument("--aoi", help="GeoJSON file (a region scope)")
+    s.add_argument("--tile", action="append", default=[], metavar="ID", help="query tile id")
+    s.add_argument("--point", metavar="LON,LAT", help="query with the tile containing this point")
+    s.add_argument("--positive", action="append", default=[], metavar="ID",
+                   help="positive example tile (repeatable)")  # fmt: skip
+    s.add_argument("--negative", action="append", default=[], metavar="ID",
+                   help="negative example tile (repeatable)")  # fmt: skip
+    s.add_argument("--k", type=int, default=10, help="results (default 10)")
+    s.add_argument("--threshold", type=float, help="drop results scoring below this")
+    s.add_argument("--scope", choices=["region", "source", "all"], help="where to search")
+    s.add_argument("--no-suppress", action="store_true",
+                   help="keep results that touch a better result")  # fmt: skip
+    s.add_argument("--engine", choices=["auto", "exact", "hnsw"], default="auto",
+                   help="exact scan, HNSW index, or auto by size (default)")  # fmt: skip
+    s.add_argument("--preprocessing", metavar="HASH", help="embedding set to use, if several")
+    add_db_option(s)
+    add_json_option(s)
+    s.set_defaults(handler=_search)
+
+
+def _parse_point(text: str) -> tuple[float, float]:
+    try:
+        lon, lat = (float(v) for v in text.split(","))
+    except ValueError:
+        raise invalid(f"--point takes LON,LAT (two numbers), not '{text}'.") from None
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise invalid(f"--point {text} is not a lon/lat position.")
+    return lon, lat
+
+
+def _search(args: argparse.Namespace) -> int:
+    from backend.cache import EmbeddingCache
+    from backend.regions import load_aoi, parse_bbox
+    from backend.search import Scope, ScopeKind, search
+
+    if not (args.tile or args.point or args.positive):
+        raise invalid("Give a query: --tile ID, --point LON,LAT or --positive ID.")
+    point = _parse_point(args.point) if args.point else None
+    region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi) if args.aoi else None
+    kind: ScopeKind = args.scope or ("region" if region else "source" if args.source else "all")
+    if kind == "source" and not args.source:
+        raise invalid("--scope source needs --source.")
+    if kind == "region" and region is None:
+        raise invalid("--scope region needs --bbox or --aoi.")
+    scope = Scope(
+        kind, args.source if kind != "all" else None, region if kind == "region" else None
+    )
+    with EmbeddingCache(db_path(args), read_only=True) as cache:
+        response = search(
+            cache,
+            args.model,
+            tiles=args.tile,
+            point=point,
+            positives=args.positive,
+            negatives=args.negative,
+            scope=scope,
+            k=args.k,
+            threshold=args.threshold,
+            suppress=not args.no_suppress,
+            engine=args.engine,
+            preprocessing_hash=args.preprocessing,
+        )
+    if args.json:
+        print_json(response.to_json())
+        return 0
+    print(
+        f"{len(response.results)} of {response.candidates} {response.model_id} tiles in "
+        f"{response.scope} ({response.method}, {response.engine}, {response.suppressed} "
+        f"suppressed, {response.seconds * 1000:.0f} ms); "
+        f"query: {', '.join(response.query_tile_ids)}"
+    )
+    rows = [
+        (str(r.rank), f"{r.score:.4f}", r.tile_id, f"{r.lon:.5f}", f"{r.lat:.5f}")
+        for r in response.results
+    ]
+    print_table(("RANK", "SCORE", "TILE", "LON", "LAT"), rows)
+    return 0
