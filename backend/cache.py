@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
+# Columns added after the first release: existing caches gain them when opened for writing.
+_MIGRATIONS = """
+ALTER TABLE sources ADD COLUMN IF NOT EXISTS manifest JSON;
+ALTER TABLE sources ADD COLUMN IF NOT EXISTS registered BOOLEAN DEFAULT false;
+ALTER TABLE tiles ADD COLUMN IF NOT EXISTS cloud_fraction DOUBLE;
+"""
+
 _LOCK_PID = re.compile(r"PID (\d+)")
 
 
@@ -173,6 +180,16 @@ class EmbeddingCache:
         self._schemas.add(name)
         return True
 
+    def has_column(self, table: str, column: str) -> bool:
+        """Whether ``table`` has ``column`` (an old read-only cache may lack newer columns)."""
+        with self.cursor() as cur:
+            row = cur.execute(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = ? AND column_name = ?",
+                [table, column],
+            ).fetchone()
+        return bool(row and row[0])
+
     def has_table(self, table: str) -> bool:
         with self.cursor() as cur:
             row = cur.execute(
@@ -183,6 +200,7 @@ class EmbeddingCache:
     def _init_schema(self) -> None:
         with self.transaction() as cur:
             cur.execute(_SCHEMA)
+            cur.execute(_MIGRATIONS)
             cur.execute(
                 "INSERT INTO softmap_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
                 [SCHEMA_VERSION],
@@ -215,7 +233,8 @@ class EmbeddingCache:
         summary = source.summary()
         with self.cursor() as cur:
             cur.execute(
-                """INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """INSERT INTO sources (source_id, title, sensor, product_level, date, crs,
+                    footprint, summary, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (source_id) DO UPDATE SET title = excluded.title,
                     footprint = excluded.footprint, summary = excluded.summary""",
                 [
@@ -230,6 +249,57 @@ class EmbeddingCache:
                     _now(),
                 ],
             )
+
+    def register_source(self, source: SceneSource, manifest: dict[str, Any]) -> None:
+        """Store a registered source with its full description (see ``sources.register_source``)."""
+        summary = source.summary()
+        with self.cursor() as cur:
+            cur.execute(
+                """INSERT INTO sources (source_id, title, sensor, product_level, date, crs,
+                    footprint, summary, registered_at, manifest, registered)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true)
+                ON CONFLICT (source_id) DO UPDATE SET title = excluded.title,
+                    sensor = excluded.sensor, product_level = excluded.product_level,
+                    date = excluded.date, crs = excluded.crs, footprint = excluded.footprint,
+                    summary = excluded.summary, registered_at = excluded.registered_at,
+                    manifest = excluded.manifest, registered = true""",
+                [
+                    source.id,
+                    source.title,
+                    source.sensor,
+                    source.product_level,
+                    source.date,
+                    source.crs,
+                    json.dumps(summary["footprint"]),
+                    json.dumps(summary),
+                    _now(),
+                    json.dumps(manifest),
+                ],
+            )
+
+    def registered_source_manifests(self) -> dict[str, dict[str, Any]]:
+        """Stored descriptions of registered sources by id (empty on a cache from before them)."""
+        if not self.has_column("sources", "registered"):
+            return {}
+        with self.cursor() as cur:
+            rows = cur.execute(
+                "SELECT source_id, manifest FROM sources WHERE registered AND manifest IS NOT NULL"
+            ).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def remove_source(self, source_id: str) -> int:
+        """Delete a source, its tiles and their embeddings in one transaction; tiles dropped."""
+        prefix = source_id + "/"
+        with self.transaction() as cur:
+            tables = [r[0] for r in cur.execute("SELECT table_name FROM embedding_sets").fetchall()]
+            for table in tables:
+                cur.execute(f"DELETE FROM {table} WHERE starts_with(tile_id, ?)", [prefix])
+            row = cur.execute(
+                "SELECT count(*) FROM tiles WHERE source_id = ?", [source_id]
+            ).fetchone()
+            cur.execute("DELETE FROM tiles WHERE source_id = ?", [source_id])
+            cur.execute("DELETE FROM sources WHERE source_id = ?", [source_id])
+        return int(row[0]) if row else 0
 
     def upsert_tiles(self, tiles: Sequence[Tile]) -> None:
         """Record tiles (idempotent: a tile id always describes the same window)."""
@@ -255,13 +325,15 @@ class EmbeddingCache:
                 "lon": [t.centroid[0] for t in tiles],
                 "lat": [t.centroid[1] for t in tiles],
                 "nodata_fraction": [t.nodata_fraction for t in tiles],
+                "cloud_fraction": pa.array([t.cloud_fraction for t in tiles], type=pa.float64()),
             }
         )
         with self.transaction() as cur:
             cur.register("_tiles", table)
             cur.execute(
-                """INSERT INTO tiles SELECT * FROM _tiles
-                ON CONFLICT (tile_id) DO UPDATE SET nodata_fraction = excluded.nodata_fraction"""
+                """INSERT INTO tiles BY NAME SELECT * FROM _tiles
+                ON CONFLICT (tile_id) DO UPDATE SET nodata_fraction = excluded.nodata_fraction,
+                    cloud_fraction = excluded.cloud_fraction"""
             )
             cur.unregister("_tiles")
 

@@ -65,13 +65,16 @@ def embed_region(
     chip: int | None = None,
     stride: int | None = None,
     max_nodata_fraction: float | None = None,
+    max_cloud_fraction: float | None = None,
     resampling: ResamplingName = "nearest",
     progress: ProgressCallback | None = None,
 ) -> EmbedResult:
     """Embed every tile of ``region`` that ``cache`` lacks for this model and preprocessing.
 
     Each batch is committed on its own, so an interrupted run keeps what it finished and a re-run
-    computes only the rest.
+    computes only the rest. Tiles over ``max_nodata_fraction`` nodata or ``max_cloud_fraction``
+    cloud (None: no cloud limit; see :mod:`backend.quality`) are skipped; the cloud fraction of
+    every tile is stored with it either way.
 
     Raises:
         SoftMapError: any user-facing problem (region, bands, weights, cache, raster).
@@ -93,7 +96,13 @@ def embed_region(
     limit = settings.max_nodata_fraction if max_nodata_fraction is None else max_nodata_fraction
     with SceneReader(source, resampling=resampling) as reader:
         plan = plan_tiles(
-            region, source, reader, chip=chip, stride=stride, max_nodata_fraction=limit
+            region,
+            source,
+            reader,
+            chip=chip,
+            stride=stride,
+            max_nodata_fraction=limit,
+            max_cloud_fraction=max_cloud_fraction,
         )
         # Everything that changes the pixels given to the model is part of the cache key.
         reading: dict[str, object] = {**reader.settings(), "chip": chip, "fill": fill}
@@ -118,6 +127,7 @@ def embed_region(
             "batch_size": engine.batch_size,
             "precision": engine.precision,
             "max_nodata_fraction": plan.max_nodata_fraction,
+            "max_cloud_fraction": plan.max_cloud_fraction,
             "resampling": resampling,
         },
         tiles_total=plan.total,

@@ -11,6 +11,9 @@ input. ``bilinear`` is available for other weights.
 L2A input has no B10 (cirrus): when a model asks for B10 the reader fills it with a constant the
 caller supplies, normally the band's training mean, so after normalisation B10 sits at the centre
 of its range and carries no signal (see :func:`backend.normalization.neutral_value`).
+
+Sentinel-1 backscatter stored as linear power (``units="linear"``) is converted to dB
+(``10·log10``) as it is read, so the ``*-s1`` models always see dB; NaN pixels are nodata.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -30,7 +34,7 @@ from rasterio.windows import Window
 
 from backend.bands import require_bands
 from backend.errors import BandMismatchError, RasterReadError
-from backend.sources import SceneSource
+from backend.sources import BandAsset, SceneSource
 
 ResamplingName = Literal["nearest", "bilinear"]
 
@@ -66,7 +70,7 @@ class SceneReader:
         self.source = source
         self.resampling = resampling
         self._stack = ExitStack()
-        self._datasets: dict[str, rasterio.io.DatasetReaderBase] = {}
+        self._datasets: dict[tuple[str, str], rasterio.io.DatasetReaderBase] = {}
         self._band_slot = {b.name: (b.file, b.index) for b in source.bands}
 
     def __enter__(self) -> SceneReader:
@@ -83,11 +87,15 @@ class SceneReader:
         """Reader settings that change the pixels (hashed into the cache key)."""
         return {"resampling": self.resampling, "dn_offset": self.source.dn_offset}
 
-    def _dataset(self, file: str) -> rasterio.io.DatasetReaderBase:
-        ds = self._datasets.get(file)
+    def _dataset(
+        self, file: str, resampling: ResamplingName | None = None
+    ) -> rasterio.io.DatasetReaderBase:
+        resampling = resampling or self.resampling
+        ds = self._datasets.get((file, resampling))
         if ds is not None:
             return ds
-        path = self.source.root / file
+        # Remote band files (STAC assets) are URLs; rasterio reads them through /vsicurl/.
+        path: Path | str = file if "://" in file else self.source.root / file
         grid = self.source.grid
         try:
             src = self._stack.enter_context(rasterio.open(path))
@@ -104,7 +112,7 @@ class SceneReader:
                         transform=grid.affine,
                         width=grid.width,
                         height=grid.height,
-                        resampling=Resampling[self.resampling],
+                        resampling=Resampling[resampling],
                         nodata=self.source.nodata,
                     )
                 )
@@ -112,8 +120,15 @@ class SceneReader:
             raise RasterReadError(
                 f"Cannot open {path} for {self.source.id}: {e}. The file may be missing or corrupt."
             ) from e
-        self._datasets[file] = src
+        self._datasets[(file, resampling)] = src
         return src
+
+    def _invalid(self, data: NDArray[np.generic]) -> NDArray[np.bool_]:
+        """Nodata pixels: the source's nodata value (0 when unset) and, for floats, NaN."""
+        bad: NDArray[np.bool_] = data == (self.source.nodata or 0)
+        if data.dtype.kind == "f":
+            bad |= np.isnan(data)
+        return bad
 
     def read(
         self,
@@ -165,7 +180,7 @@ class SceneReader:
             if band not in missing:
                 file, index = self._band_slot[band]
                 by_file.setdefault(file, []).append((i, index))
-        valid = np.zeros(dest.shape[1:], dtype=bool)
+        offset = np.float32(self.source.dn_offset)
         for file, slots in by_file.items():
             ds = self._dataset(file)
             try:
@@ -175,11 +190,16 @@ class SceneReader:
                     f"Reading {self.source.root / file} failed at window {inner}: {e}. "
                     "The file may be corrupt or truncated."
                 ) from e
-            for (i, _), band_data in zip(slots, data, strict=True):
+            invalid = self._invalid(data)
+            for (i, _), band_data, band_invalid in zip(slots, data, invalid, strict=True):
                 dest[i] = band_data
-            valid |= (data != (self.source.nodata or 0)).any(axis=0)
-        if self.source.dn_offset:
-            dest += np.float32(self.source.dn_offset) * valid
+                if data.dtype.kind == "f":
+                    dest[i][band_invalid] = 0
+                if self.source.units == "linear":
+                    _linear_to_db(dest[i], ~band_invalid)
+                # The offset shifts valid DN only: a nodata pixel (0) stays nodata in every band.
+                if offset:
+                    dest[i] += offset * ~band_invalid
 
     def valid_mask(self, window: PixelWindow, step: int) -> NDArray[np.bool_]:
         """Validity (inside the scene and not nodata) of each ``step``×``step`` block of a window.
@@ -188,38 +208,85 @@ class SceneReader:
         them), so checking a whole region costs one small read. A block that straddles the scene
         edge counts as invalid, an error of less than ``step`` pixels.
         """
+        ref_band = min(self.source.bands, key=lambda b: b.resolution_m)
+        blocks = self.read_blocks(window, step, [ref_band], resampling="nearest", raw=True)
+        valid = np.zeros(blocks.shape[1:], dtype=bool)
+        span = self._block_span(window, step)
+        if span is not None:
+            br0, bc0, br1, bc1 = span
+            valid[br0:br1, bc0:bc1] = ~self._invalid(blocks[0, br0:br1, bc0:bc1])
+        return valid
+
+    def _block_span(self, window: PixelWindow, step: int) -> tuple[int, int, int, int] | None:
+        """(row0, col0, row1, col1) of the whole ``step`` blocks of a window inside the scene."""
         if window.width % step or window.height % step:
             raise ValueError("window must be a whole number of steps")
-        valid = np.zeros((window.height // step, window.width // step), dtype=bool)
         grid = self.source.grid
         inner = window.clipped(grid.width, grid.height)
         if inner is None:
-            return valid
+            return None
         c0, r0 = inner.col_off - window.col_off, inner.row_off - window.row_off
         # Only whole blocks inside the scene are read, so no read crosses the scene edge.
         bc0, br0 = -(-c0 // step), -(-r0 // step)
         bc1, br1 = (c0 + inner.width) // step, (r0 + inner.height) // step
         if bc1 <= bc0 or br1 <= br0:
-            return valid
-        ref_band = min(self.source.bands, key=lambda b: b.resolution_m)
-        ds = self._dataset(ref_band.file)
+            return None
+        return br0, bc0, br1, bc1
+
+    def read_blocks(
+        self,
+        window: PixelWindow,
+        step: int,
+        assets: Sequence[BandAsset],
+        *,
+        resampling: Literal["nearest", "bilinear", "average"] = "nearest",
+        raw: bool = False,
+    ) -> NDArray[np.float32]:
+        """Band assets (bands or the SCL layer) of a window at ``1/step`` resolution.
+
+        Served from overviews where the files have them, like :meth:`valid_mask`. Blocks outside
+        the scene (or straddling its edge) are 0. Unless ``raw``, ``dn_offset`` is added to
+        valid pixels as :meth:`read` does; nodata pixels stay at the nodata value.
+
+        Returns:
+            float32 ``[len(assets), window.height // step, window.width // step]``.
+        """
+        out = np.zeros((len(assets), window.height // step, window.width // step), dtype=np.float32)
+        span = self._block_span(window, step)
+        if span is None:
+            return out
+        br0, bc0, br1, bc1 = span
         win = Window(
             window.col_off + bc0 * step,
             window.row_off + br0 * step,
             (bc1 - bc0) * step,
             (br1 - br0) * step,
         )
-        try:
-            data = ds.read(
-                ref_band.index,
-                window=win,
-                out_shape=(br1 - br0, bc1 - bc0),
-                resampling=Resampling.nearest,
-            )
-        except (RasterioError, OSError) as e:
-            raise RasterReadError(f"Reading the nodata mask of {self.source.id} failed: {e}") from e
-        valid[br0:br1, bc0:bc1] = data != (self.source.nodata or 0)
-        return valid
+        for i, asset in enumerate(assets):
+            ds = self._dataset(asset.file, "nearest" if asset.name == "SCL" else None)
+            try:
+                data = ds.read(
+                    asset.index,
+                    window=win,
+                    out_shape=(br1 - br0, bc1 - bc0),
+                    resampling=Resampling[resampling],
+                )
+            except (RasterioError, OSError) as e:
+                raise RasterReadError(
+                    f"Reading {asset.name} of {self.source.id} at reduced resolution failed: {e}"
+                ) from e
+            block = data.astype(np.float32)
+            if not raw and self.source.dn_offset and asset.name != "SCL":
+                block[~self._invalid(data)] += np.float32(self.source.dn_offset)
+            out[i, br0:br1, bc0:bc1] = block
+        return out
+
+
+def _linear_to_db(band: NDArray[np.float32], valid: NDArray[np.bool_]) -> None:
+    """Linear backscatter power → dB in place; non-positive values (and nodata) become 0."""
+    positive = valid & (band > 0)
+    band[positive] = 10.0 * np.log10(band[positive])
+    band[~positive] = 0.0
 
 
 def check_band_count(source: SceneSource, bands: Sequence[str], fill: Mapping[str, float]) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import shapely
 from affine import Affine
@@ -25,7 +26,17 @@ from backend.bands import canonical_band
 from backend.errors import RasterReadError, UnknownSourceError
 from backend.settings import get_settings
 
+if TYPE_CHECKING:
+    from backend.cache import EmbeddingCache
+
+_log = logging.getLogger(__name__)
+
 ProductLevel = Literal["L1C", "L2A", "GRD"]
+#: How pixel values are stored: Sentinel-2 digital numbers, or Sentinel-1 backscatter as linear
+#: power (converted to dB when read) or already in dB.
+Units = Literal["dn", "linear", "db"]
+#: Prefix of bundled sources; registered sources may not use it.
+BUNDLED_PREFIX = "demo/"
 
 
 class BandAsset(BaseModel):
@@ -73,6 +84,9 @@ class LabelLayer(BaseModel):
     file: str
     nodata: int | None = 0
     legend: dict[str, str]
+    mapping: str | None = Field(
+        default=None, description="Class mapping to Dynamic World (backend.labels.MAPPINGS)"
+    )
     license: str = ""
     attribution: str = ""
     note: str = ""
@@ -98,6 +112,11 @@ class SceneSource(BaseModel):
     )
     grid: Grid
     bands: tuple[BandAsset, ...]
+    units: Units = Field(default="dn", description="dn (S2), linear or db (S1 backscatter)")
+    scl: BandAsset | None = Field(
+        default=None, description="L2A scene classification layer, used for the cloud fraction"
+    )
+    processing_baseline: str | None = None
     labels: tuple[LabelLayer, ...] = ()
     license: str = ""
     attribution: str = ""
@@ -153,6 +172,11 @@ class SceneSource(BaseModel):
             "bbox_lonlat": [round(w, 5), round(s, 5), round(e, 5), round(n, 5)],
             "size_km": list(self.size_km),
             "bands": {b.name: b.resolution_m for b in self.bands},
+            "units": self.units,
+            "dn_offset": self.dn_offset,
+            "processing_baseline": self.processing_baseline,
+            "scl": self.scl is not None,
+            "root": str(self.root),
             "footprint": mapping(self.footprint_lonlat),
             "attribution": self.attribution,
             "license": self.license,
@@ -235,4 +259,103 @@ def open_catalog(db_path: Path | None = None) -> SourceCatalog:
     bundled ones; ``None`` means the configured cache. A cache that does not exist yet or is
     locked by another process contributes nothing rather than failing.
     """
-    return demo_catalog()
+    bundled = demo_catalog()
+    path = db_path or get_settings().db_path
+    registered = [s for s in _registered_in_file(path) if s.id not in {b.id for b in bundled}]
+    return SourceCatalog([*bundled, *registered])
+
+
+def source_manifest(source: SceneSource) -> dict[str, object]:
+    """The JSON form of a source, as stored for registered sources (``root`` absolute)."""
+    out = source.model_dump(mode="json", include=set(SceneSource.model_fields))
+    out["root"] = str(Path(source.root).resolve())
+    return out
+
+
+def source_from_manifest(raw: dict[str, object]) -> SceneSource:
+    """Rebuild a source from :func:`source_manifest`'s output.
+
+    Raises:
+        RasterReadError: if the stored description no longer validates.
+    """
+    try:
+        return SceneSource.model_validate(raw)
+    except ValidationError as e:
+        raise RasterReadError(f"A stored source description is not valid: {e}") from e
+
+
+def register_source(cache: EmbeddingCache, source: SceneSource) -> None:
+    """Persist a source in the cache so every later catalogue (CLI, app) offers it.
+
+    Registering the same description again is a no-op.
+
+    Raises:
+        SceneImportError: the id is a bundled one, or is registered with another description
+            (remove it first: cached tiles of the old imagery would be reused otherwise).
+        CacheError: the cache cannot be written.
+    """
+    from backend.errors import SceneImportError
+
+    if source.id.startswith(BUNDLED_PREFIX):
+        raise SceneImportError(
+            f"Source ids starting with '{BUNDLED_PREFIX}' are reserved for the bundled scenes; "
+            "choose another id (--id)."
+        )
+    manifest = source_manifest(source)
+    existing = cache.registered_source_manifests().get(source.id)
+    if existing is not None and existing != manifest:
+        raise SceneImportError(
+            f"A source '{source.id}' is already registered (from {existing.get('root')}). "
+            f"Remove it first (softmap sources remove {source.id}) or choose another id (--id)."
+        )
+    cache.register_source(source, manifest)
+
+
+def registered_sources(cache: EmbeddingCache) -> builtins.list[SceneSource]:
+    """The sources registered in a cache (not the bundled ones), by id.
+
+    A stored description that no longer validates is left out (and logged).
+    """
+    out: list[SceneSource] = []
+    for source_id, raw in sorted(cache.registered_source_manifests().items()):
+        try:
+            out.append(source_from_manifest(raw))
+        except RasterReadError as e:
+            _log.warning("Registered source %s skipped: %s", source_id, e.message)
+    return out
+
+
+def remove_source(cache: EmbeddingCache, source_id: str) -> int:
+    """Unregister a source and drop its cached tiles and embeddings; returns the tiles dropped.
+
+    Raises:
+        UnknownSourceError: the id is not registered (bundled sources cannot be removed).
+    """
+    if source_id not in cache.registered_source_manifests():
+        known = ", ".join(sorted(cache.registered_source_manifests())) or "none"
+        raise UnknownSourceError(
+            f"'{source_id}' is not a registered source (registered: {known}); bundled sources "
+            "cannot be removed."
+        )
+    return cache.remove_source(source_id)
+
+
+def _registered_in_file(path: Path) -> builtins.list[SceneSource]:
+    """Registered sources of a cache file; nothing when it is missing, locked or unusable."""
+    from backend.cache import EmbeddingCache
+    from backend.errors import CacheError, CacheLockedError
+
+    if not Path(path).exists():
+        return []
+    # Read-only first; if this process already holds the file for writing, DuckDB refuses a
+    # connection with another configuration, and a writable one shares the open database.
+    for read_only in (True, False):
+        try:
+            with EmbeddingCache(path, read_only=read_only) as cache:
+                return registered_sources(cache)
+        except CacheLockedError as e:
+            _log.info("Registered sources of %s not read: %s", path, e.message)
+            return []
+        except CacheError as e:
+            _log.info("Registered sources of %s not read (read_only=%s): %s", path, read_only, e)
+    return []

@@ -3,7 +3,8 @@
 Tile ``(row, col)`` covers pixels ``[row·stride, row·stride + chip)`` × ``[col·stride, col·stride +
 chip)`` of the reference grid, so tile ids are the same whatever region asked for them:
 ``{source}/{chip}/{stride}/{row}_{col}``. Tiles at the scene edge extend past it and are padded
-with nodata; tiles whose nodata fraction exceeds a limit are skipped (and counted).
+with nodata; tiles whose nodata fraction exceeds a limit are skipped (and counted), and so are
+tiles whose cloud fraction (:mod:`backend.quality`) exceeds an optional limit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pyproj import Transformer
 from shapely.geometry import Polygon, box
 
 from backend.errors import InvalidRegionError, NotFoundError
+from backend.quality import cloud_blocks
 from backend.reader import PixelWindow, SceneReader
 from backend.regions import Region
 from backend.sources import SceneSource, from_lonlat
@@ -30,7 +32,11 @@ NODATA_CHECK_STEP = 8
 
 @dataclass(frozen=True)
 class Tile:
-    """One chip of a scene: id, pixel window, lon/lat footprint and nodata fraction."""
+    """One chip of a scene: id, pixel window, lon/lat footprint, nodata and cloud fractions.
+
+    ``cloud_fraction`` is the cloudy share of the tile's valid pixels, None where no cloud test
+    applies (Sentinel-1).
+    """
 
     tile_id: str
     source_id: str
@@ -41,6 +47,7 @@ class Tile:
     window: PixelWindow
     footprint: Polygon
     nodata_fraction: float
+    cloud_fraction: float | None = None
 
     @property
     def centroid(self) -> tuple[float, float]:
@@ -51,7 +58,7 @@ class Tile:
 
 @dataclass(frozen=True)
 class TilePlan:
-    """The tiles a region needs: those to embed and those skipped for too much nodata."""
+    """The tiles a region needs: those to embed and those skipped (too much nodata or cloud)."""
 
     source_id: str
     chip: int
@@ -59,10 +66,16 @@ class TilePlan:
     tiles: tuple[Tile, ...]
     skipped: tuple[Tile, ...]
     max_nodata_fraction: float
+    max_cloud_fraction: float | None = None
 
     @property
     def total(self) -> int:
         return len(self.tiles) + len(self.skipped)
+
+    @property
+    def skipped_cloudy(self) -> int:
+        """Tiles skipped for cloud alone (their nodata was within the limit)."""
+        return sum(t.nodata_fraction <= self.max_nodata_fraction for t in self.skipped)
 
 
 def make_tile_id(source_id: str, chip: int, stride: int, row: int, col: int) -> str:
@@ -137,8 +150,12 @@ def plan_tiles(
     chip: int,
     stride: int | None = None,
     max_nodata_fraction: float = 0.5,
+    max_cloud_fraction: float | None = None,
 ) -> TilePlan:
-    """Tiles covering a region, each with its footprint and nodata fraction.
+    """Tiles covering a region, each with its footprint, nodata and cloud fractions.
+
+    Tiles over ``max_nodata_fraction`` nodata, or over ``max_cloud_fraction`` cloud (None: no
+    cloud limit), are skipped.
 
     Raises:
         InvalidRegionError: if the region covers no pixel of the scene.
@@ -150,11 +167,11 @@ def plan_tiles(
             f"The region {region.describe()} touches no pixel of {source.id}; "
             "choose a region inside the scene footprint."
         )
-    nodata = _nodata_fractions(reader, cells, chip, stride)
+    nodata, cloud = _quality_fractions(reader, cells, chip, stride)
     footprints = _footprints_lonlat(source, cells, chip, stride)
     kept: list[Tile] = []
     skipped: list[Tile] = []
-    for (row, col), frac, fp in zip(cells, nodata, footprints, strict=True):
+    for (row, col), frac, cloud_frac, fp in zip(cells, nodata, cloud, footprints, strict=True):
         tile = Tile(
             tile_id=make_tile_id(source.id, chip, stride, row, col),
             source_id=source.id,
@@ -165,9 +182,23 @@ def plan_tiles(
             window=tile_window(row, col, chip, stride),
             footprint=fp,
             nodata_fraction=round(float(frac), 4),
+            cloud_fraction=None if cloud_frac is None else round(cloud_frac, 4),
         )
-        (skipped if frac > max_nodata_fraction else kept).append(tile)
-    return TilePlan(source.id, chip, stride, tuple(kept), tuple(skipped), max_nodata_fraction)
+        too_cloudy = (
+            max_cloud_fraction is not None
+            and cloud_frac is not None
+            and cloud_frac > max_cloud_fraction
+        )
+        (skipped if frac > max_nodata_fraction or too_cloudy else kept).append(tile)
+    return TilePlan(
+        source.id,
+        chip,
+        stride,
+        tuple(kept),
+        tuple(skipped),
+        max_nodata_fraction,
+        max_cloud_fraction,
+    )
 
 
 def tile_from_id(tile_id: str, source: SceneSource) -> tuple[int, int, int, int, PixelWindow]:
@@ -186,9 +217,10 @@ def _check_chip(chip: int, stride: int) -> None:
         )
 
 
-def _nodata_fractions(
+def _quality_fractions(
     reader: SceneReader, cells: list[tuple[int, int]], chip: int, stride: int
-) -> list[float]:
+) -> tuple[list[float], list[float | None]]:
+    """Per cell: nodata fraction, and the cloudy share of its valid pixels (None: no test)."""
     step = math.gcd(math.gcd(chip, stride), NODATA_CHECK_STEP)
     rows = [r for r, _ in cells]
     cols = [c for _, c in cells]
@@ -200,12 +232,21 @@ def _nodata_fractions(
         (max(rows) - r0) * stride + chip,
     )
     valid = reader.valid_mask(union, step)
+    cloudy = cloud_blocks(reader, union, step)
     n = chip // step
-    out: list[float] = []
+    nodata: list[float] = []
+    cloud: list[float | None] = []
     for r, c in cells:
         y, x = (r - r0) * stride // step, (c - c0) * stride // step
-        out.append(1.0 - float(valid[y : y + n, x : x + n].mean()))
-    return out
+        v = valid[y : y + n, x : x + n]
+        nodata.append(1.0 - float(v.mean()))
+        if cloudy is None:
+            cloud.append(None)
+        else:
+            n_valid = int(v.sum())
+            cloudy_valid = int((cloudy[y : y + n, x : x + n] & v).sum())
+            cloud.append(cloudy_valid / n_valid if n_valid else 0.0)
+    return nodata, cloud
 
 
 def _footprints_lonlat(

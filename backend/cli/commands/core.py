@@ -1,4 +1,4 @@
-"""``softmap sources``, ``models``, ``runs`` and ``embed``."""
+"""``softmap models``, ``runs`` and ``embed`` (``sources`` is in ``commands.sources``)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,6 @@ ORDER = 0
 
 
 def register(sub: Any) -> None:
-    s = sub.add_parser("sources", help="list the imagery sources (bundled and registered)")
-    add_db_option(s)
-    add_json_option(s)
-    s.set_defaults(handler=_sources)
-
     m = sub.add_parser("models", help="list the registered models and whether weights are found")
     add_json_option(m)
     m.set_defaults(handler=_models)
@@ -46,22 +41,10 @@ def register(sub: Any) -> None:
     e.add_argument("--chip", type=int, help="tile size in pixels (default: the model's)")
     e.add_argument("--stride", type=int, help="tile step in pixels (default: the chip size)")
     e.add_argument("--max-nodata", type=float, help="skip tiles with more nodata than this")
+    e.add_argument("--max-cloud", type=float, help="skip tiles with a larger cloud fraction (0-1)")
     add_db_option(e)
     add_json_option(e)
     e.set_defaults(handler=_embed)
-
-
-def _sources(args: argparse.Namespace) -> int:
-    sources = catalog(args).list()
-    if args.json:
-        print_json({"sources": [s.summary() for s in sources]})
-        return 0
-    rows = [
-        (s.id, s.product_level, s.date, s.crs, "{} x {} km".format(*s.size_km), s.title)
-        for s in sources
-    ]
-    print_table(("ID", "LEVEL", "DATE", "CRS", "SIZE", "TITLE"), rows)
-    return 0
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -154,6 +137,8 @@ def _embed(args: argparse.Namespace) -> int:
         raise invalid("--batch-size must be at least 1.")
     if args.max_nodata is not None and not 0 <= args.max_nodata <= 1:
         raise invalid("--max-nodata must be between 0 and 1.")
+    if args.max_cloud is not None and not 0 <= args.max_cloud <= 1:
+        raise invalid("--max-cloud must be between 0 and 1.")
     region, source = region_and_source(args)
     model = create_model(args.model, checkpoint=args.checkpoint)
     engine = EmbeddingEngine.from_settings(
@@ -176,6 +161,7 @@ def _embed(args: argparse.Namespace) -> int:
             chip=args.chip,
             stride=args.stride,
             max_nodata_fraction=args.max_nodata,
+            max_cloud_fraction=args.max_cloud,
             progress=bar.update,
         )
     if args.json:
@@ -186,7 +172,7 @@ def _embed(args: argparse.Namespace) -> int:
         print(
             f"{result.tiles} tiles of {result.source} with {result.model}: "
             f"{result.computed} computed, {result.cached} cached, {result.skipped} skipped "
-            f"(nodata) in {result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s on "
+            f"(nodata or cloud) in {result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s on "
             f"{result.device}) → {result.db}"
         )
     return 0
