@@ -341,7 +341,10 @@ class EmbeddingCache:
         """Stored tile records, in the order asked (missing ids are left out)."""
         with self.cursor() as cur:
             rows = (
-                cur.execute("SELECT * FROM tiles WHERE list_contains(?, tile_id)", [list(tile_ids)])
+                cur.execute(
+                    "SELECT * FROM tiles WHERE tile_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [list(tile_ids)],
+                )
                 .to_arrow_table()
                 .to_pylist()
             )
@@ -412,7 +415,8 @@ class EmbeddingCache:
             return set()
         with self.cursor() as cur:
             rows = cur.execute(
-                f"SELECT tile_id FROM {eset.table_name} WHERE list_contains(?, tile_id)",
+                f"SELECT tile_id FROM {eset.table_name} "
+                "WHERE tile_id IN (SELECT unnest(?::VARCHAR[]))",
                 [list(tile_ids)],
             ).fetchall()
         return {r[0] for r in rows}
@@ -460,7 +464,7 @@ class EmbeddingCache:
             else:
                 rel = cur.execute(
                     f"SELECT tile_id, vector FROM {eset.table_name} "
-                    "WHERE list_contains(?, tile_id) ORDER BY tile_id",
+                    "WHERE tile_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY tile_id",
                     [list(tile_ids)],
                 )
             table = rel.to_arrow_table()

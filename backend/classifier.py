@@ -266,7 +266,8 @@ def stored_predictions(
     with cache.cursor() as cur:
         rows = cur.execute(
             """SELECT tile_id, probability FROM class_predictions
-            WHERE class_id = ? AND set_id = ? AND (?::TEXT[] IS NULL OR list_contains(?, tile_id))
+            WHERE class_id = ? AND set_id = ?
+                AND (?::TEXT[] IS NULL OR tile_id IN (SELECT unnest(?::VARCHAR[])))
             ORDER BY tile_id""",
             [cls.class_id, eset.set_id, tile_ids, tile_ids],
         ).fetchall()

@@ -128,7 +128,7 @@ class NoEmbeddingsError(NotFoundError):
 
 
 class EmptyScopeError(SoftMapError):
-    title = "Nothing to search"
+    title = "Nothing in scope"
 
 
 # --- local scenes (softmap sources add) ----------------------------------------------------

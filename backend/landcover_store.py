@@ -159,7 +159,7 @@ def stored_predictions(
         if head_id is None:
             row = cur.execute(
                 """SELECT head_id FROM landcover_predictions
-                WHERE model_id = ? AND list_contains(?, tile_id)
+                WHERE model_id = ? AND tile_id IN (SELECT unnest(?::VARCHAR[]))
                 GROUP BY head_id ORDER BY max(created_at) DESC LIMIT 1""",
                 [model_id, list(tile_ids)],
             ).fetchone()
@@ -168,7 +168,7 @@ def stored_predictions(
             head_id = str(row[0])
         table = cur.execute(
             """SELECT tile_id, probabilities FROM landcover_predictions
-            WHERE model_id = ? AND head_id = ? AND list_contains(?, tile_id)""",
+            WHERE model_id = ? AND head_id = ? AND tile_id IN (SELECT unnest(?::VARCHAR[]))""",
             [model_id, head_id, list(tile_ids)],
         ).to_arrow_table()
     found = dict(zip(table.column("tile_id").to_pylist(), _matrix(table, N_CLASSES), strict=True))
@@ -220,7 +220,8 @@ def stored_token_predictions(
     with cache.cursor() as cur:
         table = cur.execute(
             """SELECT tile_id, probabilities FROM landcover_token_predictions
-            WHERE model_id = ? AND head_id = ? AND grid = ? AND list_contains(?, tile_id)""",
+            WHERE model_id = ? AND head_id = ? AND grid = ?
+                AND tile_id IN (SELECT unnest(?::VARCHAR[]))""",
             [head.model_id, head.head_id, grid, list(tile_ids)],
         ).to_arrow_table()
     mat = _matrix(table, N_CLASSES * grid * grid).reshape(-1, N_CLASSES, grid, grid)

@@ -112,7 +112,8 @@ def tile_quality(cache: EmbeddingCache, tile_ids: Sequence[str]) -> dict[str, Ti
     cloud = "cloud_fraction" if has_cloud else "NULL::DOUBLE"
     with cache.cursor() as cur:
         rows = cur.execute(
-            f"SELECT tile_id, nodata_fraction, {cloud} FROM tiles WHERE list_contains(?, tile_id)",
+            f"SELECT tile_id, nodata_fraction, {cloud} FROM tiles "
+            "WHERE tile_id IN (SELECT unnest(?::VARCHAR[]))",
             [list(tile_ids)],
         ).fetchall()
     return {r[0]: TileQuality(r[0], r[1], r[2]) for r in rows}

@@ -568,7 +568,8 @@ def tile_acquisitions(cache: EmbeddingCache, tile_ids: Sequence[str]) -> list[di
     with cache.cursor() as cur:
         rows = (
             cur.execute(
-                "SELECT * FROM stac_tiles WHERE list_contains(?, tile_id) ORDER BY tile_id",
+                "SELECT * FROM stac_tiles WHERE tile_id IN (SELECT unnest(?::VARCHAR[])) "
+                "ORDER BY tile_id",
                 [list(tile_ids)],
             )
             .to_arrow_table()

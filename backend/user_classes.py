@@ -203,7 +203,8 @@ def remove_labels(cache: EmbeddingCache, name: str, tile_ids: Sequence[str]) -> 
     with cache.transaction() as cur:
         before = _count_labels(cur, cls.class_id)
         cur.execute(
-            "DELETE FROM user_labels WHERE class_id = ? AND list_contains(?, tile_id)",
+            "DELETE FROM user_labels "
+            "WHERE class_id = ? AND tile_id IN (SELECT unnest(?::VARCHAR[]))",
             [cls.class_id, list(tile_ids)],
         )
         removed = before - _count_labels(cur, cls.class_id)
