@@ -1,12 +1,16 @@
-"""Analyse a region: embed what the cache lacks with a progress bar, and keep the tiles."""
+"""Analyse a region: embed what the cache lacks with a progress bar, then map its land cover."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import streamlit as st
 
 from app import resources
 from app.state import Analysis
+from backend.errors import SoftMapError
 from backend.inference import Progress, ProgressCallback
+from backend.landcover import LandCoverResult, predict_landcover
 from backend.pipeline import embed_region
 from backend.regions import Region
 from backend.settings import get_settings
@@ -52,3 +56,64 @@ def analyse(region: Region, source: SceneSource, model_id: str) -> Analysis:
         bar.empty()
     tiles = cache.tiles(list(result.tile_ids))
     return Analysis(source.id, model_id, region.geometry.wkt, result, tiles)
+
+
+@dataclass(frozen=True)
+class LandCover:
+    """The land cover of an analysed region with one head, or why there is none.
+
+    Attributes:
+        source_id: The scene.
+        model_id: The model whose embeddings the head reads.
+        region_wkt: The region (lon/lat WKT), as in :class:`~app.state.Analysis`.
+        requested_head: The head asked for (None: the model's default head).
+        result: Probabilities, areas and rasters; None when ``error`` says why.
+        error: Why there is no land cover (e.g. no head for this model).
+    """
+
+    source_id: str
+    model_id: str
+    region_wkt: str
+    requested_head: str | None
+    result: LandCoverResult | None = None
+    error: SoftMapError | None = None
+
+    @property
+    def head_id(self) -> str | None:
+        """The head used (None without a result)."""
+        return str(self.result.head["head_id"]) if self.result is not None else None
+
+    def matches(self, analysis: Analysis, head: str | None) -> bool:
+        """Whether this is the land cover of ``analysis`` with the head asked for."""
+        return (
+            self.source_id == analysis.source_id
+            and self.model_id == analysis.model_id
+            and self.region_wkt == analysis.region_wkt
+            and self.requested_head == head
+        )
+
+
+def map_landcover(analysis: Analysis, source: SceneSource, head: str | None = None) -> LandCover:
+    """Predict the land cover of an analysed region (its embeddings are already cached).
+
+    Tile probabilities are stored in the cache and reused; a ViT head's token probabilities
+    need the model once more on the first map of a region. A :class:`SoftMapError` (no head for
+    the model, say) is kept in the result for the page to show, not raised.
+    """
+    from shapely import wkt
+
+    base = LandCover(analysis.source_id, analysis.model_id, analysis.region_wkt, head)
+    try:
+        with st.spinner("Mapping land cover…"):
+            result = predict_landcover(
+                Region(wkt.loads(analysis.region_wkt)),
+                source,
+                resources.model(analysis.model_id),
+                resources.cache(),
+                engine=resources.engine(analysis.model_id),
+                settings=get_settings(),
+                head=head,
+            )
+    except SoftMapError as e:
+        return replace(base, error=e)
+    return replace(base, result=result)

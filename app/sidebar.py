@@ -15,7 +15,8 @@ from backend.models.weights import find_local_weights
 
 #: The CC0 Virginia scene: land, marsh, lagoons and ocean in one view.
 DEFAULT_SOURCE = "demo/virginia"
-DEFAULT_MODEL = "test-vit"
+#: The model chosen when a link names none: the first of these whose weights are at hand.
+PREFERRED_MODELS = ("softmap-default", "test-vit")
 SOURCE_KEY = "sidebar.source"
 MODEL_KEY = "sidebar.model"
 
@@ -28,6 +29,16 @@ def seed_from_url(url: UrlState | None, source_ids: list[str], model_ids: list[s
         st.session_state[SOURCE_KEY] = url.source
     if url.model in model_ids:
         st.session_state[MODEL_KEY] = url.model
+
+
+def default_model(models: list[ModelMeta] | None = None) -> str:
+    """The app's default model: ``softmap-default`` when its weights are found, else test-vit."""
+    metas = {m.id: m for m in (models if models is not None else list_models())}
+    for model_id in PREFERRED_MODELS:
+        meta = metas.get(model_id)
+        if meta is not None and (not meta.weight_files or find_local_weights(meta) is not None):
+            return model_id
+    return next(iter(metas))
 
 
 def _default_index(key: str, options: list[str], default: str) -> int | None:
@@ -85,7 +96,7 @@ def sidebar(url: UrlState | None) -> Selection | None:
     model_id = bar.selectbox(
         "Model",
         model_ids,
-        index=_default_index(MODEL_KEY, model_ids, DEFAULT_MODEL),
+        index=_default_index(MODEL_KEY, model_ids, default_model(list(models.values()))),
         format_func=lambda m: models[m].title + (" — weights not found" if m in missing else ""),
         key=MODEL_KEY,
         help="SoftCon weights are used when found in the models folder; see README.",

@@ -1,4 +1,5 @@
-"""The panel for a clicked tile: thumbnails, id, coordinates, nodata fraction."""
+"""The panel for a clicked tile: thumbnails, id, coordinates, nodata fraction, and sections
+(e.g. class-probability bars) beside them."""
 
 from __future__ import annotations
 
@@ -21,19 +22,26 @@ def tile_panel(
     """Show one tile. ``record`` is a stored tile record (``EmbeddingCache.tiles``)."""
     tile_id = str(record["tile_id"])
     st.subheader(f"Tile {tile_id}", anchor=False)
-    with user_errors():
-        left, right = st.columns(2)
-        left.image(resources.thumbnail(source.id, tile_id, "true"), caption="True colour")
-        right.image(resources.thumbnail(source.id, tile_id, "false"), caption="False colour (NIR)")
-    lon, lat = float(record["lon"]), float(record["lat"])
-    st.markdown(
-        f"Centre **{lat:.5f}, {lon:.5f}** (lat, lon) · row {record['row']}, col {record['col']} · "
-        f"{record['chip']} px chip ({record['chip'] * 10 / 1000:.2f} km) · "
-        f"nodata **{float(record['nodata_fraction'] or 0):.1%}**"
-    )
-    st.caption(
-        f"Bounds W {record['min_lon']:.5f}, S {record['min_lat']:.5f}, "
-        f"E {record['max_lon']:.5f}, N {record['max_lat']:.5f}"
-    )
-    for section in sections:
-        section(record)
+    facts, extra = st.columns([3, 2]) if sections else (st.container(), None)
+    with facts:
+        with user_errors():
+            left, right = st.columns(2)
+            left.image(resources.thumbnail(source.id, tile_id, "true"), caption="True colour")
+            right.image(
+                resources.thumbnail(source.id, tile_id, "false"), caption="False colour (NIR)"
+            )
+        lon, lat = float(record["lon"]), float(record["lat"])
+        st.markdown(
+            f"Centre **{lat:.5f}, {lon:.5f}** (lat, lon) · row {record['row']}, "
+            f"col {record['col']} · {record['chip']} px chip "
+            f"({record['chip'] * source.grid.resolution / 1000:.2f} km) · "
+            f"nodata **{float(record['nodata_fraction'] or 0):.1%}**"
+        )
+        st.caption(
+            f"Bounds W {record['min_lon']:.5f}, S {record['min_lat']:.5f}, "
+            f"E {record['max_lon']:.5f}, N {record['max_lat']:.5f}"
+        )
+    if extra is not None:
+        with extra:
+            for section in sections:
+                section(record)

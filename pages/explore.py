@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import folium
 import streamlit as st
 
 from app import resources
 from app.analysis import analyse
 from app.errors import error_text, show_error, user_errors
+from app.landcover_view import landcover_layer, landcover_panel, tile_probabilities
 from app.map_view import IMAGERY, LayerBuilder, MapContent, build_map, show_map
 from app.state import (
     Analysis,
@@ -49,11 +51,11 @@ BBOX_KEY = "explore.bbox"
 # --- HOOKS: where the land-cover features plug in ---------------------------------------------
 #: HOOK(land cover): map layers drawn once a region is analysed (dominant class with opacity =
 #: confidence, one class's probability, entropy). Each gets the analysis and returns a builder.
-ANALYSIS_LAYERS: list[Callable[[Analysis], LayerBuilder]] = []
+ANALYSIS_LAYERS: list[Callable[[Analysis], LayerBuilder]] = [landcover_layer]
 #: HOOK(land cover): panels under the map for an analysed region (legend, area chart and table).
-ANALYSIS_PANELS: list[Callable[[Analysis], None]] = []
+ANALYSIS_PANELS: list[Callable[[Analysis], None]] = [landcover_panel]
 #: HOOK(land cover): sections of the tile panel (class-probability bars), given the tile record.
-TILE_SECTIONS: list[TileSection] = []
+TILE_SECTIONS: list[TileSection] = [tile_probabilities]
 
 
 def default_region(source: SceneSource) -> Region:
@@ -171,7 +173,20 @@ def handle_map_events(events: Any, source: SceneSource, meta: ModelMeta, click_m
 def run_analysis(region: Region, source: SceneSource, selection: Selection) -> None:
     with user_errors():
         set_analysis(analyse(region, source, selection.model_id))
+        # Show the analysed region: drop the kept view, so the map fits to the region.
+        st.session_state.pop(f"{MAP_KEY}.{source.id}.view", None)
         st.rerun()  # the sidebar, drawn before, shows the new cache counts
+
+
+def fit_to(bounds: tuple[float, float, float, float]) -> LayerBuilder:
+    """Fit the map's view to lon/lat bounds (W, S, E, N) with a margin."""
+    w, s, e, n = bounds
+    dx, dy = (e - w) * 0.25, (n - s) * 0.25
+
+    def fit(m: folium.Map) -> None:
+        m.fit_bounds([[s - dy, w - dx], [n + dy, e + dx]])
+
+    return fit
 
 
 def page() -> None:
@@ -227,6 +242,9 @@ def page() -> None:
         selected=tile_grid_geojson([record]) if record is not None else None,
     )
     layers = [hook(analysis) for hook in ANALYSIS_LAYERS] if analysis is not None else []
+    if analysis is not None and region is not None:
+        # Applies when the map (re)mounts; a view the user chose since is passed back and wins.
+        layers.append(fit_to(region.bounds))
     events = show_map(build_map(content, layers), key=f"{MAP_KEY}.{source.id}")
     handle_map_events(events, source, meta, click_mode or CLICK_MODES[0])
 
