@@ -215,12 +215,44 @@ TEST_VIT = ModelMeta(
 )
 
 
+#: SoftMap's own bundled model: small enough to embed the demo fast on 2 CPU cores, trained by
+#: ``scripts/train_default_model.sh`` (``softmap train softcon``).
+#: Model card: assets/models/softmap-default.md.
+SOFTMAP_DEFAULT_VIT = VitConfig(
+    embed_dim=192, depth=4, num_heads=3, patch_size=8, img_size=64, layerscale_init=0.1
+)
+SOFTMAP_DEFAULT = ModelMeta(
+    id="softmap-default",
+    title="SoftMap default ViT (192-d, 4 blocks, patch 8) · Sentinel-2 L1C, 13 bands",
+    architecture="vit",
+    sensor="S2-L1C",
+    bands=S2_L1C_BANDS,
+    normalization=_S2_NORM,
+    chip_size=SOFTMAP_DEFAULT_VIT.img_size,
+    patch_size=SOFTMAP_DEFAULT_VIT.patch_size,
+    embed_dim=SOFTMAP_DEFAULT_VIT.embed_dim,
+    vit=SOFTMAP_DEFAULT_VIT,
+    license="MIT (weights); trained on Copernicus Sentinel data and OSM-derived labels (ODbL 1.0)",
+    source=(
+        "SoftMap: trained from scratch with SoftMap's SoftCon implementation (backend.training) "
+        "on the bundled demo scenes; model card assets/models/softmap-default.md"
+    ),
+    weight_files=("softmap-default.pt",),
+    description=(
+        "A 4-block, 192-d DINOv2-style ViT with 8 px patches on 64 px chips (640 m tiles, an "
+        "8×8 grid of 80 m patch tokens), pretrained with soft contrastive learning on the two "
+        "bundled scenes only. A demo model: fast on a CPU, far weaker than the SoftCon weights."
+    ),
+)
+
+
 def _default_registry() -> ModelRegistry:
     registry = ModelRegistry()
     for sensor_key in ("s2", "s1"):
         registry = registry.register(_softcon_vit("s", VIT_S14, sensor_key))
         registry = registry.register(_softcon_vit("b", VIT_B14, sensor_key))
         registry = registry.register(_softcon_rn50(sensor_key))
+    registry = registry.register(SOFTMAP_DEFAULT)
     return registry.register(TEST_VIT)
 
 

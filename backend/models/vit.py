@@ -2,8 +2,9 @@
 
 The parameter names and shapes are exactly those of ``facebookresearch/dinov2``'s
 ``vision_transformer.DinoVisionTransformer`` built with ``block_chunks=0`` and no register tokens,
-which is what the SoftCon ViT checkpoints were saved from. Only the inference path is implemented:
-``mask_token`` exists so that release checkpoints load strictly, but it is never used here.
+which is what the SoftCon ViT checkpoints were saved from. ``mask_token`` replaces masked patch
+tokens only when ``forward_features`` is given a mask (Siamese masking in SoftMap's own SoftCon
+pretraining, ``backend.training``); without one it is unused.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class DinoVisionTransformer(nn.Module):
             Block(dim, cfg.num_heads, hidden, cfg.layerscale_init) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        # Only used by masked-image pretraining; kept so official checkpoints load strictly.
+        # Used by masked pretraining (Siamese masking); kept so official checkpoints load strictly.
         self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self._init_weights()
 
@@ -196,11 +197,14 @@ class DinoVisionTransformer(nn.Module):
                 f"(nearest valid sizes: {h // p * p or p}x{w // p * p or p})"
             )
 
-    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_features(self, x: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Embed a batch of chips.
 
         Args:
             x: Normalised input ``[B, in_chans, H, W]`` with H and W multiples of the patch size.
+            masks: Optional boolean ``[B, h·w]`` (row-major tokens); True replaces that patch
+                token by ``mask_token`` before position embeddings are added, as DINOv2's
+                ``prepare_tokens_with_masks`` does. None leaves the forward pass unchanged.
 
         Returns:
             ``(cls, tokens)``: the class token ``[B, D]`` and patch tokens ``[B, h, w, D]``, both
@@ -214,6 +218,13 @@ class DinoVisionTransformer(nn.Module):
         feats = self.patch_embed(x)
         grid_h, grid_w = feats.shape[-2:]
         tokens = feats.flatten(2).transpose(1, 2)
+        if masks is not None:
+            if masks.shape != tokens.shape[:2]:
+                raise ValueError(
+                    f"masks must be shaped {tuple(tokens.shape[:2])}, got {tuple(masks.shape)}"
+                )
+            fill = self.mask_token.to(tokens.dtype).unsqueeze(0)
+            tokens = torch.where(masks.unsqueeze(-1), fill, tokens)
         tokens = torch.cat((self.cls_token.expand(b, -1, -1), tokens), dim=1)
         tokens = tokens + self.interpolate_pos_encoding(grid_h, grid_w).to(tokens.dtype)
         for block in self.blocks:

@@ -14,7 +14,11 @@ from backend.settings import Settings, get_settings
 
 
 def search_dirs(settings: Settings) -> list[Path]:
-    """Folders searched for weight files, in order: ``models_dir`` then ``assets/models``."""
+    """Folders searched for weight files, in order: ``models_dir`` then ``assets/models``.
+
+    Models whose weights ship with SoftMap (``softmap-default``) are found in ``assets/models``
+    with no models folder and no network.
+    """
     return [settings.models_dir, settings.assets_dir / "models"]
 
 
@@ -122,10 +126,18 @@ def resolve_weights(
             f"{meta.id} lists no weight files; pass --checkpoint PATH to load one."
         )
 
+    name = meta.weight_files[0]
+    if meta.hf_repo is None:
+        # Weights that ship with SoftMap (assets/models/) are never downloaded: say how to restore.
+        bundled = settings.assets_dir / "models" / name
+        raise WeightsNotFoundError(
+            f"{meta.id} needs {name}, which ships with SoftMap in {bundled} but is missing there. "
+            "Restore it (git checkout assets/models), rebuild it (scripts/train_default_model.sh "
+            f"for softmap-default), or put it in {settings.models_dir.expanduser().resolve()}/."
+        )
     downloaded, reason = download_weights(meta, settings)
     if downloaded is not None:
         return downloaded
-    name = meta.weight_files[0]
     others = meta.weight_files[1:]
     folder = settings.models_dir.expanduser().resolve()
     where = f"https://huggingface.co/{meta.hf_repo}" if meta.hf_repo else "the model's source"
