@@ -24,8 +24,9 @@ if url is not None and url.page and url.page != page.url_path:
     target = next((p for p in pages if p.url_path == url.page), None)
     if target is not None:
         params = {k: st.query_params.get_all(k) for k in st.query_params}
+        st.session_state["app.url_seed"] = url  # the sidebar seeds from it after the switch
         st.switch_page(target, query_params=params)
-selection = sidebar(url)
+selection = sidebar(url or st.session_state.pop("app.url_seed", None))
 if selection is None:
     st.stop()
 set_selection(selection)

@@ -45,6 +45,8 @@ class UrlState:
     aoi: str | None = None
     tiles: tuple[str, ...] = field(default_factory=tuple)
     analysed: bool = False
+    #: Every other parameter (a page's own, e.g. the Similar page's ``q``, ``neg``, ``k``).
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def region(self) -> Region | None:
         """The region of the link; raises ``InvalidRegionError`` for a malformed one."""
@@ -66,6 +68,7 @@ def read_url() -> UrlState:
         aoi=params.get("aoi") or None,
         tiles=tuple(t for t in params.get_all("tiles") if t),
         analysed=params.get("analysed") == "1",
+        extra={k: tuple(params.get_all(k)) for k in params if k not in KEYS},
     )
 
 
@@ -138,3 +141,22 @@ def _round(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _round(v) for k, v in obj.items()}
     return obj
+
+
+def write_params(values: dict[str, str | list[str] | None]) -> None:
+    """Put a page's own parameters into the URL (None removes one); unchanged ones are untouched.
+
+    For keys outside :data:`KEYS` (those are :func:`write_url`'s); a list is a repeated parameter.
+    """
+    params = st.query_params
+    for key, value in values.items():
+        current: str | list[str] | None = (
+            params.get_all(key) or None if isinstance(value, list) else params.get(key)
+        )
+        if value == current:
+            continue
+        if value is None or value == []:
+            if key in params:
+                del params[key]
+        else:
+            params[key] = value

@@ -16,6 +16,7 @@ from tests.browser_helpers import SCREENSHOTS, NetworkLog, chromium_or_skip, run
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 from playwright.sync_api import Frame, Page, Route, WebSocket  # noqa: E402
 
 from scripts.screenshot import CHROMIUM_ARGS, find_map_frame, is_off_machine  # noqa: E402
@@ -80,6 +81,23 @@ def tile_outlines(frame: Frame) -> int:
     return count
 
 
+def loaded_landcover(page: Page, timeout_s: float = 60.0) -> Frame:
+    """The map frame once its land-cover image is visible and loaded (retried on re-mounts)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        frame = map_frame(page)
+        try:
+            frame.wait_for_function(
+                "() => [...document.querySelectorAll('img.softmap-landcover')]"
+                ".some(i => i.complete && i.naturalWidth > 0 && i.offsetParent !== null)",
+                timeout=5_000,
+            )
+            return frame
+        except PlaywrightError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_explore_map_renders_offline_and_analyse_draws_tiles(browser: Browser) -> None:
     page = browser.page
     page.goto(browser.url + "?source=demo/virginia&model=test-vit", wait_until="domcontentloaded")
@@ -110,3 +128,253 @@ def test_explore_map_renders_offline_and_analyse_draws_tiles(browser: Browser) -
     assert "analysed=1" in page.url and "bbox=-75.66" in page.url
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SCREENSHOTS / "explore-analysed.png"), full_page=True)
+
+    # The soft-label land-cover map: an image served by the app, loaded, with its legend …
+    # (The map may re-mount once while it settles on the fitted view: look again if so.)
+    frame = loaded_landcover(page)
+    landcover = frame.query_selector("img.softmap-landcover")
+    assert landcover is not None
+    assert "/app/static/landcover/" in (landcover.get_attribute("src") or "")
+    legend = frame.wait_for_selector(".softmap-legend", state="visible", timeout=10_000)
+    assert legend is not None and "Dominant class" in legend.inner_text()
+    # … and the area chart drawn by plotly, with one bar per class present.
+    page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=60_000)
+    bars = page.locator(".js-plotly-plot .barlayer .point").count()
+    assert bars >= 5
+    page.get_by_text("Cropland:").wait_for(timeout=10_000)
+    # Streamlit scrolls inside its own container: a tall window shows map, chart and table.
+    page.set_viewport_size({"width": 1400, "height": 2000})
+    page.wait_for_timeout(2000)
+    page.get_by_text("Cropland:").wait_for(timeout=10_000)  # the resize keeps the analysis
+    loaded_landcover(page)
+    page.screenshot(path=str(SCREENSHOTS / "explore-landcover.png"), full_page=True)
+
+
+def test_a_tile_link_shows_its_class_probability_bars(browser: Browser) -> None:
+    page = browser.page
+    tile = "demo/virginia/112/112/10_6"
+    page.goto(
+        browser.url + "?source=demo/virginia&model=test-vit&bbox=-75.66,37.64,-75.625,37.67"
+        f"&analysed=1&tiles={tile}",
+        wait_until="domcontentloaded",
+    )
+    page.get_by_text(f"Tile {tile}").wait_for(timeout=120_000)
+    page.get_by_text("Most likely").wait_for(timeout=30_000)
+    # The area chart and the tile's nine class bars.
+    page.wait_for_function(
+        "() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2", timeout=60_000
+    )
+    bars = page.locator(".js-plotly-plot").last.locator(".barlayer .point").count()
+    assert bars == 9
+    loaded_landcover(page)
+    page.set_viewport_size({"width": 1400, "height": 2400})
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(SCREENSHOTS / "explore-tile.png"), full_page=True)
+
+
+def result_marks(frame: Frame) -> dict[str, int]:
+    """Result footprints, rank labels, query outlines and heatmap overlays on the map."""
+    counts: dict[str, int] = frame.evaluate(
+        """() => ({
+            footprints: document.querySelectorAll('path.softmap-result').length,
+            ranks: document.querySelectorAll('.softmap-rank').length,
+            query: document.querySelectorAll('path.softmap-query').length,
+            heatmap: [...document.querySelectorAll('img.softmap-heatmap')]
+                .filter(i => i.complete && i.naturalWidth > 0).length,
+        })"""
+    )
+    return counts
+
+
+def wait_until_idle(page: Page, timeout_s: float = 30.0) -> None:
+    """Until Streamlit has shown no "Running…" status for a second (a resize reruns the map)."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while quiet < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        running = page.locator('[data-testid="stStatusWidget"], [data-stale="true"]').count()
+        quiet = 0 if running else quiet + 1
+
+
+def test_similar_places_ranks_results_on_the_map_and_in_the_gallery(browser: Browser) -> None:
+    page = browser.page
+    # Tall enough for the map, the selected result and the whole gallery in one screenshot
+    # (Streamlit scrolls inside its main block, so a full-page screenshot would not show more).
+    page.set_viewport_size({"width": 1400, "height": 1750})
+    query = "demo/virginia/112/112/9_6"
+    page.goto(
+        browser.url + "?page=similar&source=demo/virginia&model=test-vit"
+        f"&bbox=-75.66,37.64,-75.625,37.67&q={query}&sup=0&k=8",
+        wait_until="domcontentloaded",
+    )
+    page.get_by_role("heading", name="Similar places").wait_for(timeout=60_000)
+    # On a fresh cache the page offers to analyse the region in place (the Explore test may
+    # have analysed it already: then the results are there at once).
+    analyse = page.get_by_role("button", name="Analyse this region")
+    gallery_card = page.get_by_text("#8", exact=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if analyse.count():
+            analyse.click()
+            break
+        if gallery_card.count():
+            break
+        page.wait_for_timeout(250)
+    page.get_by_role("button", name="Selected").wait_for(timeout=120_000)
+    deadline = time.monotonic() + 60
+    marks = result_marks(map_frame(page))
+    while (marks["footprints"] < 8 or not marks["heatmap"]) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        marks = result_marks(map_frame(page))
+    assert marks["footprints"] == 8 and marks["ranks"] == 8
+    assert marks["query"] >= 1 and marks["heatmap"] == 1
+    assert "q=demo%2Fvirginia%2F112%2F112%2F9_6" in page.url or f"q={query}" in page.url
+    # Eight thumbnails with scores, the top one selected, its heatmap beside its thumbnail.
+    page.get_by_text("Where it matches").wait_for(timeout=30_000)
+    others = page.get_by_role("button", name="Show match")
+    deadline = time.monotonic() + 30
+    while others.count() < 7 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert others.count() == 7
+    assert page.get_by_role("button", name="Selected").count() == 1
+    wait_until_idle(page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "similar.png"), full_page=True)
+
+    # A click on a result in "Add negative" mode makes it a negative example of the query.
+    page.get_by_role("button", name="Add negative").click()
+    page.wait_for_timeout(1500)
+    frame = map_frame(page)
+    target = frame.locator("path.softmap-result").nth(1).bounding_box()
+    assert target is not None
+    page.mouse.click(target["x"] + target["width"] * 0.3, target["y"] + target["height"] * 0.3)
+    page.get_by_text("but not like").wait_for(timeout=60_000)
+    deadline = time.monotonic() + 30
+    while "neg=" not in page.url and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert "neg=demo" in page.url
+
+
+def test_report_page_previews_the_report_and_offers_downloads(browser: Browser) -> None:
+    page = browser.page
+    page.set_viewport_size({"width": 1400, "height": 1100})
+    page.goto(
+        browser.url + "?page=report&source=demo/virginia&model=test-vit"
+        "&bbox=-75.66,37.64,-75.625,37.67&analysed=1",
+        wait_until="domcontentloaded",
+    )
+    page.get_by_role("heading", name="Report & export").wait_for(timeout=60_000)
+    # The link says "analysed": the page analyses (or reuses) the region, then offers files.
+    report_button = page.get_by_role("button", name="Report (HTML)")
+    report_button.wait_for(timeout=120_000)
+    for name in ("Tiles (GeoJSON)", "Tiles (GeoParquet)", "Probability map (COG)",
+                 "Class areas (CSV)", "Embeddings (GeoParquet)"):  # fmt: skip
+        assert page.get_by_role("button", name=name).count() == 1
+    # The preview: the report's own document in an iframe, its two map images decoded.
+    frame = None
+    deadline = time.monotonic() + 60
+    while frame is None and time.monotonic() < deadline:
+        frame = next((f for f in page.frames if f.query_selector("table.areas")), None)
+        page.wait_for_timeout(250)
+    assert frame is not None, "no report preview"
+    frame.wait_for_function(
+        "() => document.querySelectorAll('figure.map svg image').length === 2", timeout=30_000
+    )
+    assert frame.locator("table.areas tbody tr").count() == 9
+    assert "CROPLAND" in frame.inner_text(".cards").upper()
+    # The HTML download is the same report.
+    with page.expect_download() as info:
+        report_button.click()
+    text = info.value.path().read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "Eastern Shore of Virginia" in text
+    assert info.value.suggested_filename.endswith("_report.html")
+    page.set_viewport_size({"width": 1400, "height": 3400})
+    page.wait_for_timeout(1500)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+
+
+def test_embedding_space_and_my_classes_pages(browser: Browser) -> None:
+    page = browser.page
+    region = "source=demo/virginia&model=test-vit&bbox=-75.66,37.64,-75.625,37.67"
+    # Make sure the demo region is embedded (an earlier test may have done it already).
+    page.goto(browser.url + f"?{region}&analysed=1", wait_until="domcontentloaded")
+    page.get_by_text("tiles analysed with test-vit").wait_for(timeout=120_000)
+
+    # Embedding space: the plotly WebGL scatter at once (PCA), UMAP when the fit is done.
+    page.goto(browser.url + f"?page=embedding&{region}", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Embedding space").wait_for(timeout=60_000)
+    page.wait_for_selector(".js-plotly-plot .gl-canvas", state="attached", timeout=60_000)
+    page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=60_000)
+    # The fragment polls the background fit and switches the chart to UMAP by itself.
+    page.get_by_text("UMAP of 16 tiles of test-vit").wait_for(timeout=180_000)
+    wait_until_idle(page)
+    # Lasso the whole plot: every tile is selected, ringed in the chart and outlined on the map.
+    plot = page.locator(".js-plotly-plot .nsewdrag").first
+    box = plot.bounding_box()
+    assert box is not None
+    x0, y0, x1, y1 = (
+        box["x"] + 3,
+        box["y"] + 3,
+        box["x"] + box["width"] - 3,
+        box["y"] + box["height"] - 3,
+    )
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 5)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    page.get_by_text("16 selected tiles").wait_for(timeout=60_000)
+    deadline = time.monotonic() + 60
+    selected = 0
+    while selected < 16 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        selected = map_frame(page).evaluate(
+            "() => document.querySelectorAll('path.softmap-embedding-selected').length"
+        )
+    assert selected == 16
+    assert "tiles=" in page.url
+    rings = page.locator(".js-plotly-plot .legendtext", has_text="selected")
+    rings.wait_for(timeout=30_000)
+    wait_until_idle(page)
+    page.mouse.move(5, 5)  # no hover toolbar or tooltip in the picture
+    page.set_viewport_size({"width": 1400, "height": 1400})
+    page.wait_for_timeout(1500)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "embedding-space.png"), full_page=True)
+
+    # My classes: create a class, label tiles by id, train; accuracy, area and suggestions.
+    page.goto(browser.url + f"?page=classes&{region}", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="My classes").wait_for(timeout=60_000)
+    page.get_by_label("New class").fill("bright fields")
+    page.get_by_role("button", name="Create").click()
+    page.get_by_text("Class 'bright fields' created").wait_for(timeout=60_000)
+    wait_until_idle(page)
+    ids = page.locator("input[aria-label='Add tiles by id (spaces or commas)']").first
+    ids.fill(" ".join(f"demo/virginia/112/112/{t}" for t in ("8_5", "8_6", "9_5")))
+    ids.press("Enter")
+    wait_until_idle(page)
+    page.get_by_role("button", name="Add as positive").click()
+    page.get_by_text("3 positive · 0 negative").wait_for(timeout=60_000)
+    wait_until_idle(page)
+    ids.fill(" ".join(f"demo/virginia/112/112/{t}" for t in ("11_7", "11_8", "10_8")))
+    ids.press("Enter")
+    wait_until_idle(page)
+    page.get_by_role("button", name="Add as negative").click()
+    page.get_by_text("3 positive · 3 negative").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text("Cross-validated balanced accuracy").wait_for(timeout=60_000)
+    page.get_by_text("Label these next").wait_for(timeout=60_000)
+    deadline = time.monotonic() + 60
+    numbered = 0
+    while numbered < 6 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        numbered = map_frame(page).evaluate(
+            "() => document.querySelectorAll('.softmap-suggestion').length"
+        )
+    assert numbered == 6
+    wait_until_idle(page)
+    page.mouse.move(5, 5)
+    page.set_viewport_size({"width": 1400, "height": 1700})
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(SCREENSHOTS / "my-classes.png"), full_page=True)
