@@ -40,8 +40,8 @@ COPY assets/ assets/
 COPY .streamlit/ .streamlit/
 RUN pip install --no-deps -e . \
     && useradd --create-home --uid 10001 softmap \
-    && mkdir -p /data /app/models /app/app/static/previews /app/app/static/landcover /app/app/static/basemap \
-    && chown -R softmap:softmap /data /app/models /app/app/static/previews /app/app/static/landcover /app/app/static/basemap
+    && mkdir -p /data /app/models /app/app/static/previews /app/app/static/landcover \
+    && chown -R softmap:softmap /data /app/models /app/app/static/previews /app/app/static/landcover
 
 USER 10001
 ENV SOFTMAP_DB_PATH=/data/softmap.duckdb \

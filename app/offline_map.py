@@ -10,9 +10,7 @@ tile layers with Natural Earth outlines shipped in `assets/basemap/`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -21,9 +19,8 @@ import branca.colormap
 import folium
 import folium.plugins
 import shapely
-from branca.element import Element, Figure, MacroElement
+from branca.element import Element, Figure
 from folium.elements import JSCSSMixin
-from jinja2 import Template
 from shapely.geometry import box, mapping, shape
 
 STATIC_URL = "/app/static/leaflet"
@@ -100,70 +97,19 @@ def add_outline(m: folium.Map, *, detail: bool = True) -> folium.FeatureGroup:
         The feature group holding the outline layers (already added to `m`).
     """
     group = folium.FeatureGroup(name="Country outlines (Natural Earth)", control=True)
-    layers = [("outlines-50m", _outline_geojson(cut_detail=detail), OUTLINE_STYLE)]
+    layers = [(_outline_geojson(cut_detail=detail), OUTLINE_STYLE)]
     if detail:
-        layers.append(("outlines-10m", _detail_geojson(), DETAIL_STYLE))
-    for name, data, style in layers:
-        url = _published(name, data)
-        if url is not None:
-            _FetchedOutline(url, style).add_to(group)
-        else:  # static folder not writable: embed the lines (slower reruns, same picture)
-            _Outline(
-                _parsed(data),
-                style_function=lambda _feature, style=style: style,
-                interactive=False,
-                attribution=ATTRIBUTION,
-                control=False,
-            ).add_to(group)
+        layers.append((_detail_geojson(), DETAIL_STYLE))
+    for data, style in layers:
+        _Outline(
+            _parsed(data),
+            style_function=lambda _feature, style=style: style,
+            interactive=False,
+            attribution=ATTRIBUTION,
+            control=False,
+        ).add_to(group)
     group.add_to(m)
     return group
-
-
-class _FetchedOutline(MacroElement):  # type: ignore[misc]
-    """Outline lines fetched by the browser from the app's static folder.
-
-    Embedding the outlines put 2 MB of GeoJSON into every map: folium re-rendered it and the
-    browser re-parsed it on every Streamlit rerun. Fetched once, the browser caches it.
-    """
-
-    _template = Template(
-        """
-        {% macro script(this, kwargs) %}
-        fetch({{ this.url|tojson }}).then(function (r) { return r.json(); }).then(function (d) {
-            L.geoJSON(d, {style: {{ this.style|tojson }}, interactive: false,
-                          attribution: {{ this.attribution|tojson }}})
-                .addTo({{ this._parent.get_name() }});
-        });
-        {% endmacro %}
-        """
-    )
-
-    def __init__(self, url: str, style: dict[str, Any]) -> None:
-        super().__init__()
-        self._name = "FetchedOutline"
-        self.url = url
-        self.style = style
-        self.attribution = ATTRIBUTION
-
-
-OUTLINE_STATIC_DIR = Path(__file__).resolve().parent / "static" / "basemap"
-OUTLINE_STATIC_URL = "/app/static/basemap"
-
-
-@functools.lru_cache(maxsize=4)
-def _published(name: str, data: str) -> str | None:
-    """Write the outline JSON under `app/static/basemap/` once; its URL, or None if unwritable."""
-    digest = hashlib.sha1(data.encode()).hexdigest()[:12]
-    path = OUTLINE_STATIC_DIR / f"{name}-{digest}.geojson"
-    try:
-        if not path.exists():
-            OUTLINE_STATIC_DIR.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(data, encoding="utf-8")
-            tmp.replace(path)
-    except OSError:
-        return None
-    return f"{OUTLINE_STATIC_URL}/{path.name}"
 
 
 class _Outline(folium.GeoJson):  # type: ignore[misc]
