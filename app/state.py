@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
+from shapely.geometry.base import BaseGeometry
 
 from backend.pipeline import EmbedResult
 from backend.regions import Region
@@ -65,6 +66,29 @@ def set_region(region: Region | None) -> None:
     ):
         st.session_state[_TILES] = ()
     st.session_state[_REGION] = region
+
+
+def region_on(footprint: BaseGeometry) -> Region | None:
+    """The chosen region if it touches this footprint (a scene's), else None.
+
+    A region chosen on another scene stays in the session for when the user switches back.
+    """
+    region = get_region()
+    if region is not None and not footprint.intersects(region.geometry):
+        return None
+    return region
+
+
+def kept(key: str, default: Any) -> None:
+    """Seed a widget from its kept value (Streamlit drops a widget's state on other pages)."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(f"{key}.kept", default)
+
+
+def keep(key: str, value: Any) -> Any:
+    """Remember a widget's value under ``<key>.kept`` so :func:`kept` can restore it."""
+    st.session_state[f"{key}.kept"] = value
+    return value
 
 
 def get_region() -> Region | None:

@@ -48,9 +48,11 @@ from app.projection_view import (
 )
 from app.state import (
     get_analysis,
-    get_region,
     get_selected_tiles,
     get_selection,
+    keep,
+    kept,
+    region_on,
     set_region,
     set_selected_tiles,
 )
@@ -71,17 +73,6 @@ LC_STAMP = "embedding.lc_stamp"
 MAX_THUMBS = 8
 #: The user class's predictions are re-read when the My classes page trains (it bumps this).
 CLASS_STAMP = "app.class_predictions_stamp"
-
-
-def kept(key: str, default: Any) -> None:
-    """Seed a widget from its kept value (Streamlit drops a widget's state on other pages)."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"{key}.kept", default)
-
-
-def keep(key: str, value: Any) -> Any:
-    st.session_state[f"{key}.kept"] = value
-    return value
 
 
 def apply_link(url: UrlState) -> None:
@@ -271,9 +262,7 @@ def page() -> None:
     url = take_pending_url()
     if url is not None:
         apply_link(url)
-    region = get_region()
-    if region is not None and not source.footprint_lonlat.intersects(region.geometry):
-        region = None
+    region = region_on(source.footprint_lonlat)
     db = str(resources.db_path())
 
     st.header("Embedding space", anchor=False)

@@ -44,7 +44,7 @@ from app.projection_view import (
     model_version,
     tile_at,
 )
-from app.state import get_analysis, get_region, get_selection, set_region
+from app.state import get_analysis, get_selection, keep, kept, region_on, set_region
 from app.url_state import UrlState, take_pending_url, write_params, write_url
 from backend.active_learning import Suggestions
 from backend.errors import SoftMapError
@@ -60,17 +60,6 @@ CLASS_KEY = "classes.class"
 TRAINED_KEY = "classes.trained"
 CLICK_MODES = ("Positive", "Negative", "Remove label")
 DEFAULT_K = 6
-
-
-def kept(key: str, default: Any) -> None:
-    """Seed a widget from its kept value (Streamlit drops a widget's state on other pages)."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"{key}.kept", default)
-
-
-def keep(key: str, value: Any) -> Any:
-    st.session_state[f"{key}.kept"] = value
-    return value
 
 
 def apply_link(url: UrlState) -> None:
@@ -263,9 +252,7 @@ def page() -> None:
     url = take_pending_url()
     if url is not None:
         apply_link(url)
-    region = get_region()
-    if region is not None and not source.footprint_lonlat.intersects(region.geometry):
-        region = None
+    region = region_on(source.footprint_lonlat)
     db = str(resources.db_path())
 
     st.header("My classes", anchor=False)

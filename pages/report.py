@@ -13,7 +13,14 @@ from app import resources
 from app.analysis import analyse
 from app.errors import show_error, user_errors
 from app.report_view import CLASSES_KEY, download_row, labelled_classes, landcover, report_files
-from app.state import Selection, get_analysis, get_region, get_selection, set_analysis, set_region
+from app.state import (
+    Selection,
+    get_analysis,
+    get_selection,
+    region_on,
+    set_analysis,
+    set_region,
+)
 from app.url_state import take_pending_url, write_url
 from backend.errors import SoftMapError
 from backend.models import get_model_meta
@@ -72,9 +79,7 @@ def page() -> None:
     source = resources.catalog().get(selection.source_id)
     analyse_link = apply_link()
     st.header("Report & export", anchor=False)
-    region = get_region()
-    if region is not None and not source.footprint_lonlat.intersects(region.geometry):
-        region = None  # the region of another scene
+    region = region_on(source.footprint_lonlat)
     analysis = get_analysis()
     if analysis is not None and not analysis.matches(selection, region):
         analysis = None

@@ -43,9 +43,11 @@ from app.search_view import (
 from app.state import (
     Selection,
     get_analysis,
-    get_region,
     get_selected_tiles,
     get_selection,
+    keep,
+    kept,
+    region_on,
     set_analysis,
     set_region,
 )
@@ -69,18 +71,6 @@ MAX_K = 50
 MAP_KEY = "similar.map"
 _POINT_ERROR = "similar.point_error"
 _NOTICE = "similar.notice"
-
-
-# --- widgets whose values survive a visit to another page -------------------------------------
-def kept(key: str, default: Any) -> None:
-    """Seed a widget from its kept value (Streamlit drops a widget's state on other pages)."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"{key}.kept", default)
-
-
-def keep(key: str, value: Any) -> Any:
-    st.session_state[f"{key}.kept"] = value
-    return value
 
 
 # --- the link ---------------------------------------------------------------------------------
@@ -335,9 +325,7 @@ def page() -> None:
     url = take_pending_url()
     if url is not None:
         apply_link(url)
-    region = get_region()
-    if region is not None and not source.footprint_lonlat.intersects(region.geometry):
-        region = None  # the region of another scene
+    region = region_on(source.footprint_lonlat)
     db = str(resources.db_path())
 
     st.header("Similar places", anchor=False)
