@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.pipeline import EmbedResult
 from backend.regions import Region, parse_bbox
 from backend.settings import ASSETS_DIR, PROJECT_ROOT, Settings
 from backend.sources import SceneSource, SourceCatalog, demo_catalog
@@ -97,3 +98,31 @@ def another_process_holding(db: Path) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def embed_test_vit(db: Path, source: SceneSource, bbox: str) -> EmbedResult:
+    """Embed a bbox of ``source`` with ``test-vit`` into the cache at ``db``."""
+    from backend.cache import EmbeddingCache
+    from backend.inference import EmbeddingEngine
+    from backend.models import create_model
+    from backend.pipeline import embed_region
+
+    model = create_model("test-vit")
+    settings = Settings(db_path=db, models_dir=db.parent / "models", offline=True)
+    with EmbeddingCache(db) as cache:
+        return embed_region(
+            parse_bbox(bbox),
+            source,
+            model,
+            cache,
+            engine=EmbeddingEngine(model, device="cpu", batch_size=16),
+            settings=settings,
+        )
+
+
+@pytest.fixture(scope="module")
+def embedded_db(tmp_path_factory: pytest.TempPathFactory, virginia: SceneSource) -> Path:
+    """A cache holding the 16 test-vit tiles of the small Virginia region."""
+    db = tmp_path_factory.mktemp("embedded") / "embedded.duckdb"
+    assert embed_test_vit(db, virginia, VIRGINIA_SMALL_BBOX).tiles == 16
+    return db

@@ -22,33 +22,13 @@ from app.projection_view import (
     scatter_figure,
     selected_ids,
 )
-from backend.cache import EmbeddingCache
-from backend.inference import EmbeddingEngine
-from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.regions import parse_bbox
-from backend.settings import PROJECT_ROOT, Settings, get_settings
-from backend.sources import demo_catalog
+from backend.settings import PROJECT_ROOT, get_settings
 from tests.conftest import VIRGINIA_SMALL_BBOX
 
 MAIN = str(PROJECT_ROOT / "app" / "main.py")
 TILE = "demo/virginia/112/112/{}"
 POSITIVES = [TILE.format(t) for t in ("8_5", "8_6", "9_5")]
 NEGATIVES = [TILE.format(t) for t in ("11_7", "11_8", "10_8")]
-
-
-@pytest.fixture(scope="module")
-def embedded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache holding the 16 test-vit tiles of the small Virginia region."""
-    db = tmp_path_factory.mktemp("pages") / "embedded.duckdb"
-    engine = EmbeddingEngine(create_model("test-vit"), device="cpu", batch_size=16, readers=0)
-    with EmbeddingCache(db) as cache:
-        result = embed_region(
-            parse_bbox(VIRGINIA_SMALL_BBOX), demo_catalog().get("demo/virginia"), engine.model,
-            cache, engine=engine, settings=Settings(db_path=db, offline=True),
-        )  # fmt: skip
-    assert result.tiles == 16
-    return db
 
 
 @pytest.fixture

@@ -13,33 +13,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend.cache import EmbeddingCache
-from backend.inference import EmbeddingEngine
-from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.regions import parse_bbox
-from backend.settings import PROJECT_ROOT, Settings, get_settings
-from backend.sources import demo_catalog
+from backend.settings import PROJECT_ROOT, get_settings
 from tests.conftest import VIRGINIA_SMALL_BBOX
 
 MAIN = str(PROJECT_ROOT / "app" / "main.py")
 #: The 16 test-vit tiles of the small Virginia region (rows 8–11, columns 5–8).
 QUERY = "demo/virginia/112/112/9_6"
 NEGATIVE = "demo/virginia/112/112/10_7"
-
-
-@pytest.fixture(scope="module")
-def embedded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache holding the small Virginia region embedded with test-vit."""
-    db = tmp_path_factory.mktemp("similar") / "embedded.duckdb"
-    engine = EmbeddingEngine(create_model("test-vit"), device="cpu", batch_size=16, readers=0)
-    with EmbeddingCache(db) as cache:
-        result = embed_region(
-            parse_bbox(VIRGINIA_SMALL_BBOX), demo_catalog().get("demo/virginia"), engine.model,
-            cache, engine=engine, settings=Settings(db_path=db, offline=True),
-        )  # fmt: skip
-    assert result.tiles == 16
-    return db
 
 
 def similar_app(db: Path, monkeypatch: pytest.MonkeyPatch, **params: str | list[str]) -> AppTest:

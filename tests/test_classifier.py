@@ -18,32 +18,18 @@ from backend.cache import EmbeddingCache
 from backend.classifier import classify_scope, stored_predictions, train_classifier
 from backend.cli import main
 from backend.errors import NotEnoughLabelsError, UnknownClassError
-from backend.inference import EmbeddingEngine
-from backend.models import create_model
-from backend.pipeline import embed_region
 from backend.reader import PixelWindow, SceneReader
-from backend.regions import parse_bbox
 from backend.scopes import resolve_scope
-from backend.settings import Settings
 from backend.sources import SceneSource
 
+from .conftest import embed_test_vit
 from .test_user_classes import WIDE_BBOX
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory, virginia: SceneSource) -> Path:
     path = tmp_path_factory.mktemp("classifier") / "cache.duckdb"
-    model = create_model("test-vit")
-    settings = Settings(db_path=path, models_dir=path.parent / "models", offline=True)
-    with EmbeddingCache(path) as cache:
-        embed_region(
-            parse_bbox(WIDE_BBOX),
-            virginia,
-            model,
-            cache,
-            engine=EmbeddingEngine(model, device="cpu", batch_size=16),
-            settings=settings,
-        )
+    embed_test_vit(path, virginia, WIDE_BBOX)
     return path
 
 

@@ -24,32 +24,17 @@ from backend.exports import (
     export_probability_map,
     export_tiles,
 )
-from backend.inference import EmbeddingEngine
-from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.regions import parse_bbox
 from backend.scopes import resolve_scope
-from backend.settings import Settings
 from backend.sources import SceneSource
 from backend.tiling import parse_tile_id
 
-from .conftest import VIRGINIA_SMALL_BBOX
+from .conftest import VIRGINIA_SMALL_BBOX, embed_test_vit
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory, virginia: SceneSource) -> Path:
     path = tmp_path_factory.mktemp("exports") / "cache.duckdb"
-    model = create_model("test-vit")
-    settings = Settings(db_path=path, models_dir=path.parent / "models", offline=True)
-    with EmbeddingCache(path) as cache:
-        embed_region(
-            parse_bbox(VIRGINIA_SMALL_BBOX),
-            virginia,
-            model,
-            cache,
-            engine=EmbeddingEngine(model, device="cpu", batch_size=16),
-            settings=settings,
-        )
+    embed_test_vit(path, virginia, VIRGINIA_SMALL_BBOX)
     return path
 
 

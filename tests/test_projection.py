@@ -12,36 +12,17 @@ import pytest
 from backend.cache import EmbeddingCache
 from backend.cli import main
 from backend.errors import SoftMapError
-from backend.inference import EmbeddingEngine
-from backend.models import create_model
-from backend.pipeline import embed_region
 from backend.projection import ProjectionParams, fit_reducer, project, warm_up
-from backend.regions import parse_bbox
 from backend.scopes import resolve_scope
-from backend.settings import Settings
 from backend.sources import SceneSource
 
-from .conftest import VIRGINIA_SMALL_BBOX
+from .conftest import VIRGINIA_SMALL_BBOX, embed_test_vit
 from .test_user_classes import WIDE_BBOX
-
-
-def _embed(db: Path, source: SceneSource, bbox: str) -> None:
-    model = create_model("test-vit")
-    settings = Settings(db_path=db, models_dir=db.parent / "models", offline=True)
-    with EmbeddingCache(db) as cache:
-        embed_region(
-            parse_bbox(bbox),
-            source,
-            model,
-            cache,
-            engine=EmbeddingEngine(model, device="cpu", batch_size=16),
-            settings=settings,
-        )
 
 
 def _grow_and_project(db: Path, virginia: SceneSource, params: ProjectionParams) -> None:
     """Fit on the small region, embed more of the source, place the new tiles by transform."""
-    _embed(db, virginia, VIRGINIA_SMALL_BBOX)
+    embed_test_vit(db, virginia, VIRGINIA_SMALL_BBOX)
     with EmbeddingCache(db) as cache:
         scope = resolve_scope(cache, "test-vit", source_id="demo/virginia")
         first = project(cache, scope, params)
@@ -50,7 +31,7 @@ def _grow_and_project(db: Path, virginia: SceneSource, params: ProjectionParams)
         again = project(cache, scope, params)
         assert again.cached and again.projection_id == first.projection_id
         np.testing.assert_array_equal(again.xy, first.xy)
-    _embed(db, virginia, WIDE_BBOX)
+    embed_test_vit(db, virginia, WIDE_BBOX)
     with EmbeddingCache(db) as cache:
         grown = resolve_scope(cache, "test-vit", source_id="demo/virginia")
         assert len(grown.tile_ids) == 75 and grown.key == scope.key
@@ -78,11 +59,11 @@ def test_pca_projection_cache_hit_and_transform(tmp_path: Path, virginia: SceneS
 
 def test_new_tiles_beyond_the_ratio_trigger_a_refit(tmp_path: Path, virginia: SceneSource) -> None:
     db = tmp_path / "c.duckdb"
-    _embed(db, virginia, VIRGINIA_SMALL_BBOX)
+    embed_test_vit(db, virginia, VIRGINIA_SMALL_BBOX)
     params = ProjectionParams(method="pca")
     with EmbeddingCache(db) as cache:
         project(cache, resolve_scope(cache, "test-vit", source_id="demo/virginia"), params)
-    _embed(db, virginia, WIDE_BBOX)
+    embed_test_vit(db, virginia, WIDE_BBOX)
     with EmbeddingCache(db) as cache:
         scope = resolve_scope(cache, "test-vit", source_id="demo/virginia")
         result = project(cache, scope, params)
@@ -111,7 +92,7 @@ def test_cli_project(
     tmp_path: Path, virginia: SceneSource, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "c.duckdb"
-    _embed(db, virginia, VIRGINIA_SMALL_BBOX)
+    embed_test_vit(db, virginia, VIRGINIA_SMALL_BBOX)
     out_file = tmp_path / "xy.parquet"
     args = ["project", "--model", "test-vit", "--method", "pca", "--db", str(db), "--json"]
     assert main([*args, "--points", "--out", str(out_file)]) == 0

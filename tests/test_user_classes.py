@@ -11,13 +11,11 @@ from backend import user_classes as uc
 from backend.cache import EmbeddingCache
 from backend.cli import main
 from backend.errors import NotFoundError, UnknownClassError
-from backend.inference import EmbeddingEngine
-from backend.models import create_model
-from backend.pipeline import embed_region
 from backend.regions import parse_bbox
 from backend.scopes import resolve_scope, tiles_at_point, tiles_in_geometry
-from backend.settings import Settings
 from backend.sources import SceneSource
+
+from .conftest import embed_test_vit
 
 #: About 8.8 km × 8.9 km of the Eastern Shore: 75 test-vit tiles (112 px).
 WIDE_BBOX = "-75.70,37.62,-75.60,37.70"
@@ -26,17 +24,7 @@ WIDE_BBOX = "-75.70,37.62,-75.60,37.70"
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory, virginia: SceneSource) -> Path:
     path = tmp_path_factory.mktemp("user_classes") / "cache.duckdb"
-    model = create_model("test-vit")
-    settings = Settings(db_path=path, models_dir=path.parent / "models", offline=True)
-    with EmbeddingCache(path) as cache:
-        embed_region(
-            parse_bbox(WIDE_BBOX),
-            virginia,
-            model,
-            cache,
-            engine=EmbeddingEngine(model, device="cpu", batch_size=16),
-            settings=settings,
-        )
+    embed_test_vit(path, virginia, WIDE_BBOX)
     return path
 
 
