@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from backend.errors import SoftMapError
 
 if TYPE_CHECKING:
+    from backend.inference import EmbeddingEngine
     from backend.regions import Region
     from backend.sources import SceneSource, SourceCatalog
 
@@ -50,6 +51,25 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="auto = bf16 autocast on CUDA, fp32 elsewhere")  # fmt: skip
     p.add_argument("--readers", type=int, help="reader threads (0 = read in line; default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def engine_from_args(args: argparse.Namespace) -> EmbeddingEngine:
+    """The model (``--model``/``--checkpoint``) in an engine shaped by ``add_engine_options``."""
+    from backend.inference import EmbeddingEngine
+    from backend.models import create_model
+    from backend.settings import get_settings
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise invalid("--batch-size must be at least 1.")
+    model = create_model(args.model, checkpoint=args.checkpoint)
+    return EmbeddingEngine.from_settings(
+        model,
+        get_settings(),
+        device=args.device,
+        batch_size=args.batch_size,
+        readers=args.readers,
+        precision=args.precision,
+    )
 
 
 def db_path(args: argparse.Namespace) -> Path:

@@ -13,6 +13,7 @@ from backend.cli.common import (
     add_model_options,
     catalog,
     db_path,
+    engine_from_args,
     invalid,
     print_json,
     print_table,
@@ -42,8 +43,6 @@ def register(sub: Any) -> None:
 def _change(args: argparse.Namespace) -> int:
     from backend.cache import EmbeddingCache
     from backend.change import detect_change
-    from backend.inference import EmbeddingEngine
-    from backend.models import create_model
     from backend.regions import load_aoi, parse_bbox
     from backend.settings import get_settings
 
@@ -55,15 +54,8 @@ def _change(args: argparse.Namespace) -> int:
     sources = catalog(args)
     before, after = sources.get(args.before), sources.get(args.after)
     region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
-    model = create_model(args.model, checkpoint=args.checkpoint)
-    engine = EmbeddingEngine.from_settings(
-        model,
-        settings,
-        device=args.device,
-        batch_size=args.batch_size,
-        readers=args.readers,
-        precision=args.precision,
-    )
+    engine = engine_from_args(args)
+    model = engine.model
     with EmbeddingCache(db_path(args)) as cache:
         result = detect_change(
             region,

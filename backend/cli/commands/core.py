@@ -14,6 +14,7 @@ from backend.cli.common import (
     add_region_options,
     catalog,
     db_path,
+    engine_from_args,
     invalid,
     print_json,
     print_table,
@@ -127,33 +128,21 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _embed(args: argparse.Namespace) -> int:
     from backend.cache import EmbeddingCache
-    from backend.inference import EmbeddingEngine
-    from backend.models import create_model
     from backend.pipeline import embed_region
     from backend.settings import get_settings
 
     settings = get_settings()
-    if args.batch_size is not None and args.batch_size < 1:
-        raise invalid("--batch-size must be at least 1.")
     if args.max_nodata is not None and not 0 <= args.max_nodata <= 1:
         raise invalid("--max-nodata must be between 0 and 1.")
     if args.max_cloud is not None and not 0 <= args.max_cloud <= 1:
         raise invalid("--max-cloud must be between 0 and 1.")
     region, source = region_and_source(args)
-    model = create_model(args.model, checkpoint=args.checkpoint)
-    engine = EmbeddingEngine.from_settings(
-        model,
-        settings,
-        device=args.device,
-        batch_size=args.batch_size,
-        readers=args.readers,
-        precision=args.precision,
-    )
+    engine = engine_from_args(args)
     with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
         result = embed_region(
             region,
             source,
-            model,
+            engine.model,
             cache,
             engine=engine,
             settings=settings,

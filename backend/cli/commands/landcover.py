@@ -18,6 +18,7 @@ from backend.cli.common import (
     add_region_options,
     catalog,
     db_path,
+    engine_from_args,
     invalid,
     print_json,
     print_table,
@@ -81,24 +82,6 @@ def _landcover(args: argparse.Namespace) -> int:
     return _map(args)
 
 
-def _engine(args: argparse.Namespace) -> Any:
-    from backend.inference import EmbeddingEngine
-    from backend.models import create_model
-    from backend.settings import get_settings
-
-    if args.batch_size is not None and args.batch_size < 1:
-        raise invalid("--batch-size must be at least 1.")
-    model = create_model(args.model, checkpoint=args.checkpoint)
-    return EmbeddingEngine.from_settings(
-        model,
-        get_settings(),
-        device=args.device,
-        batch_size=args.batch_size,
-        readers=args.readers,
-        precision=args.precision,
-    )
-
-
 def _map(args: argparse.Namespace) -> int:
     from backend.cache import EmbeddingCache
     from backend.landcover import predict_landcover, resolve_head
@@ -106,7 +89,7 @@ def _map(args: argparse.Namespace) -> int:
     region, source = region_and_source(args)
     if args.out and not str(args.out).lower().endswith((".tif", ".tiff")):
         raise invalid(f"--out {args.out}: the map is a GeoTIFF, give a .tif path.")
-    engine = _engine(args)
+    engine = engine_from_args(args)
     with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
         head = resolve_head(cache, engine.model.meta.id, args.head)  # fail before embedding
         result = predict_landcover(
@@ -162,7 +145,7 @@ def _fit(args: argparse.Namespace) -> int:
     source = catalog(args).get(args.source)
     region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi) if args.aoi else None
     labels = user_label_raster(args.labels) if args.labels else None
-    engine = _engine(args)
+    engine = engine_from_args(args)
     with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
         result = fit_head(
             source,

@@ -14,6 +14,7 @@ from backend.cli.common import (
     add_model_options,
     add_region_options,
     db_path,
+    engine_from_args,
     invalid,
     print_json,
     region_and_source,
@@ -46,7 +47,6 @@ def register(sub: Any) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     from backend.cache import EmbeddingCache
-    from backend.cli.commands.landcover import _engine
     from backend.landcover import resolve_head
     from backend.report import build_report
 
@@ -55,7 +55,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.classes and args.no_classes:
         raise invalid("--class and --no-classes contradict each other.")
     region, source = region_and_source(args)
-    engine = _engine(args)
+    engine = engine_from_args(args)
     names: tuple[str, ...] | None = () if args.no_classes else args.classes
     with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
         resolve_head(cache, engine.model.meta.id, args.head)  # fail before embedding
