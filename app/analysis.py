@@ -8,13 +8,13 @@ import streamlit as st
 
 from app import resources
 from app.state import Analysis
+from backend.embedding.pipeline import embed_region
 from backend.errors import SoftMapError
-from backend.inference import Progress, ProgressCallback
-from backend.landcover import LandCoverResult, predict_landcover
-from backend.pipeline import embed_region
-from backend.regions import Region
+from backend.imagery.regions import Region
+from backend.imagery.sources import SceneSource
+from backend.landcover.maps import LandCoverResult, predict_landcover
+from backend.models.inference import Progress, ProgressCallback
 from backend.settings import get_settings
-from backend.sources import SceneSource
 
 
 def progress_text(p: Progress) -> str:

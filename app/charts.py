@@ -14,8 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from numpy.typing import NDArray
 
-from backend.areas import ClassArea
-from backend.labels import DW_PALETTE, DW_TITLES
+from backend.landcover.areas import ClassArea
+from backend.landcover.labels import DW_PALETTE, DW_TITLES
 
 #: Classes whose 95 % range stays below this (km²) are left out of the area chart (not the table).
 CHART_MIN_KM2 = 0.005

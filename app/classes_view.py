@@ -22,11 +22,11 @@ from app import resources
 from app.map_view import LayerBuilder
 from app.projection_view import RAMP, ScopeInputs, Version, cached_scope, footprint
 from app.search_view import colour_ramp, text_colour
-from backend.active_learning import Suggestion, Suggestions, suggest
-from backend.areas import ClassArea
-from backend.classifier import Classification, ClassifierReport, classify_scope
+from backend.classes.active_learning import Suggestion, Suggestions, suggest
+from backend.classes.classifier import Classification, ClassifierReport, classify_scope
+from backend.classes.user_classes import add_labels, labels, remove_labels
 from backend.errors import SoftMapError
-from backend.user_classes import add_labels, labels, remove_labels
+from backend.landcover.areas import ClassArea
 
 ERROR_KEY = "classes.error"
 NOTICE_KEY = "classes.notice"
@@ -244,6 +244,6 @@ def labels_geojson_text(name: str, key: LabelsKey) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _labels_geojson(db: str, name: str, key: LabelsKey) -> str:
-    from backend.user_classes import labels_geojson
+    from backend.classes.user_classes import labels_geojson
 
     return json.dumps(labels_geojson(resources.cache(), name), indent=1)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import resources
 from app.errors import user_errors
-from backend.preview import Composite
+from backend.imagery.preview import Composite
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ from app.analysis import LandCover, map_landcover
 from app.errors import show_error, user_errors
 from app.map_view import LayerBuilder
 from app.state import Analysis, get_selection
-from backend.labels import DW_CLASSES, DW_TITLES, N_CLASSES
-from backend.landcover import LandCoverResult
-from backend.landcover_render import RenderMode, render_landcover
-from backend.landcover_store import list_heads
+from backend.imagery.preview import encode_png, png_data_url
+from backend.imagery.tiling import tile_from_id
+from backend.landcover.labels import DW_CLASSES, DW_TITLES, N_CLASSES
+from backend.landcover.maps import LandCoverResult
+from backend.landcover.render import RenderMode, render_landcover
+from backend.landcover.store import list_heads
 from backend.models import get_model_meta
-from backend.preview import encode_png, png_data_url
-from backend.tiling import tile_from_id
 
 LANDCOVER_KEY = "explore.landcover"
 SHOWN_KEY = "explore.landcover_shown"

@@ -18,9 +18,9 @@ from streamlit_folium import st_folium
 
 from app import resources
 from app.offline_map import base_map
-from backend.preview import Composite
-from backend.regions import Region
-from backend.sources import SceneSource
+from backend.imagery.preview import Composite
+from backend.imagery.regions import Region
+from backend.imagery.sources import SceneSource
 
 #: Imagery choices: label → composite (None: outlines only).
 IMAGERY: dict[str, Composite | None] = {

@@ -5,7 +5,8 @@ Used by ``pages/embedding_space.py`` (and, for scopes and tile records, ``app/cl
 * Scopes (region / scene / everything cached) are resolved once per input and *data version*
   (rows per embedding set of the model, :func:`app.search_view.model_version`): bounded
   ``st.cache_data``.
-* PCA is instant and shown first. UMAP (``backend.projection.project``) runs in a daemon thread
+* PCA is instant and shown first. UMAP (``backend.analysis.projection.project``) runs in a daemon
+  thread
   held in a ``st.cache_resource`` registry (:class:`UmapJobs`, one fit at a time: the CPU is
   shared); the page polls it from a fragment and switches to UMAP when the fit is done. A fit
   already stored in the cache answers within :data:`QUICK_WAIT_S`, so a revisit never shows PCA.
@@ -32,13 +33,13 @@ from shapely.geometry import Point, shape
 
 from app import resources
 from app.search_view import colour_ramp, model_version
-from backend.cache import EmbeddingCache
+from backend.analysis.projection import Projection, ProjectionParams, project
 from backend.errors import SoftMapError
-from backend.labels import DW_PALETTE, DW_TITLES
-from backend.projection import Projection, ProjectionParams, project
-from backend.regions import Region
-from backend.scopes import Scope, resolve_scope, scope_embeddings, tile_records
-from backend.tiling import parse_tile_id
+from backend.imagery.regions import Region
+from backend.imagery.tiling import parse_tile_id
+from backend.landcover.labels import DW_PALETTE, DW_TITLES
+from backend.store.cache import EmbeddingCache
+from backend.store.scopes import Scope, resolve_scope, scope_embeddings, tile_records
 
 __all__ = ["model_version"]
 
@@ -261,7 +262,7 @@ def landcover_classes(
     db: str, model_id: str, tile_ids: tuple[str, ...], stamp: int
 ) -> tuple[str | None, tuple[int, ...]]:
     """(head id, dominant DW class per tile, -1 where none) from stored land-cover predictions."""
-    from backend.landcover_store import stored_predictions
+    from backend.landcover.store import stored_predictions
 
     stored = stored_predictions(resources.cache(), model_id, tile_ids)
     found = dict(zip(stored.tile_ids, stored.probabilities.argmax(axis=1).tolist(), strict=True))
@@ -290,7 +291,7 @@ def predict_scope_landcover(scope: Scope) -> int:
     Raises:
         UnknownHeadError: the model has no land-cover head.
     """
-    from backend.landcover_store import (
+    from backend.landcover.store import (
         ensure_tables,
         resolve_head,
         stored_predictions,
@@ -317,7 +318,7 @@ def class_probabilities(
 
     ``stamp`` changes when the class was trained again (its predictions were rewritten).
     """
-    from backend.classifier import stored_predictions
+    from backend.classes.classifier import stored_predictions
 
     scope = cached_scope(db, inputs, version)
     ids, probs = stored_predictions(resources.cache(), class_name, scope.eset, None)

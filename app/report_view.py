@@ -1,6 +1,6 @@
 """Report & export: the land cover of an analysed region, its HTML report and its files.
 
-The report and every export are built by the backend (``backend.report``), once per input:
+The report and every export are built by the backend (``backend.outputs.report``), once per input:
 ``st.cache_data`` keys them by source, model, region, head and the user classes' label counts,
 so reruns (and other sessions asking for the same region) reuse the bytes.
 """
@@ -17,9 +17,9 @@ import streamlit as st
 from app import resources
 from app.analysis import LandCover, map_landcover
 from app.state import Analysis
-from backend.landcover import LandCoverResult
-from backend.report import EXPORTS, ExportKind, build_report, export_name, write_export
-from backend.user_classes import classes
+from backend.classes.user_classes import classes
+from backend.landcover.maps import LandCoverResult
+from backend.outputs.report import EXPORTS, ExportKind, build_report, export_name, write_export
 
 LANDCOVER_KEY = "report.landcover"
 CLASSES_KEY = "report.classes"
@@ -75,7 +75,7 @@ def report_html(
     """The self-contained HTML report (``key``, region and class label counts are the cache key)."""
     from shapely import wkt
 
-    from backend.regions import Region
+    from backend.imagery.regions import Region
 
     report = build_report(
         Region(wkt.loads(region_wkt)),
@@ -100,7 +100,7 @@ def export_bytes(kind: ExportKind, key: str, _result: LandCoverResult) -> bytes:
 def report_files(
     result: LandCoverResult, region_wkt: str, class_names: tuple[str, ...]
 ) -> list[ReportFile]:
-    """The HTML report, then every export of :data:`backend.report.EXPORTS`."""
+    """The HTML report, then every export of :data:`backend.outputs.report.EXPORTS`."""
     key = result_key(result, region_wkt)
     versions = labelled_classes()
     chosen = tuple((n, versions.get(n, "")) for n in class_names)

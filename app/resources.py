@@ -15,12 +15,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from backend.cache import CacheStats, EmbeddingCache
-from backend.inference import EmbeddingEngine, describe_device, select_device
+from backend.imagery.preview import (
+    Composite,
+    encode_png,
+    png_data_url,
+    scene_preview,
+    tile_thumbnail,
+)
+from backend.imagery.sources import SourceCatalog
 from backend.models import EmbeddingModel, create_model
-from backend.preview import Composite, encode_png, png_data_url, scene_preview, tile_thumbnail
+from backend.models.inference import EmbeddingEngine, describe_device, select_device
 from backend.settings import get_settings
-from backend.sources import SourceCatalog, open_catalog
+from backend.store.cache import CacheStats, EmbeddingCache
+from backend.store.catalog import open_catalog
 
 
 def db_path() -> Path:

@@ -18,10 +18,10 @@ from numpy.typing import NDArray
 
 from app import resources
 from app.map_view import LayerBuilder
-from backend.match_heatmap import MatchHeatmap, match_heatmaps
-from backend.preview import encode_png, png_data_url, tile_grid_geojson, tile_rgba
-from backend.regions import Region
-from backend.search import (
+from backend.imagery.preview import encode_png, png_data_url, tile_grid_geojson, tile_rgba
+from backend.imagery.regions import Region
+from backend.search.heatmap import MatchHeatmap, match_heatmaps
+from backend.search.query import (
     Scope,
     SearchResponse,
     SearchResult,
@@ -121,7 +121,7 @@ def run_search(
     """The search for these inputs (``db`` and ``version`` are part of the key only).
 
     Raises:
-        SoftMapError: see :func:`backend.search.search`.
+        SoftMapError: see :func:`backend.search.query.search`.
     """
     return search(
         resources.cache(),

@@ -12,8 +12,8 @@ from typing import Any
 import streamlit as st
 from shapely.geometry.base import BaseGeometry
 
-from backend.pipeline import EmbedResult
-from backend.regions import Region
+from backend.embedding.pipeline import EmbedResult
+from backend.imagery.regions import Region
 
 _SELECTION = "app.selection"
 _REGION = "app.region"

@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import resources
 from app.errors import user_errors
-from backend.sources import SceneSource
+from backend.imagery.sources import SceneSource
 
 #: Extra sections under the tile's facts (e.g. class-probability bars), given the tile record.
 TileSection = Callable[[Mapping[str, Any]], None]

@@ -23,7 +23,7 @@ from typing import Any
 import streamlit as st
 from shapely.geometry import box, shape
 
-from backend.regions import Region, parse_bbox, parse_geojson
+from backend.imagery.regions import Region, parse_bbox, parse_geojson
 
 _READ = "app.url_read"
 _PENDING = "app.url_pending"

@@ -1,6 +1,7 @@
-"""SoftMap backend: regions, tiles, SoftCon-compatible models and a DuckDB embedding cache.
+"""SoftMap backend, in stages: imagery → models → store → embedding → analyses → outputs.
 
-Everything the app, the CLI and the tests can do lives here; this package never imports streamlit.
+``backend.service`` is the application layer the CLI, the app and the HTTP service call; this
+package never imports streamlit. ``docs/architecture.md`` shows who imports whom.
 """
 
 __version__ = "0.1.0"

@@ -38,15 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from backend.cache import EmbeddingCache  # noqa: E402
-from backend.inference import EmbeddingEngine, describe_device  # noqa: E402
+from backend.embedding.pipeline import embed_region  # noqa: E402
+from backend.imagery.reader import SceneReader  # noqa: E402
+from backend.imagery.regions import Region, parse_bbox  # noqa: E402
+from backend.imagery.sources import SceneSource, demo_catalog  # noqa: E402
+from backend.imagery.tiling import Tile, plan_tiles  # noqa: E402
 from backend.models import EmbeddingModel, create_model  # noqa: E402
-from backend.pipeline import embed_region  # noqa: E402
-from backend.reader import SceneReader  # noqa: E402
-from backend.regions import Region, parse_bbox  # noqa: E402
+from backend.models.inference import EmbeddingEngine, describe_device  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.sources import SceneSource, demo_catalog  # noqa: E402
-from backend.tiling import Tile, plan_tiles  # noqa: E402
+from backend.store.cache import EmbeddingCache  # noqa: E402
 
 WHOLE_VIRGINIA = "-75.74,37.58,-75.50,37.77"
 
@@ -124,13 +124,13 @@ def peak_rss_mb(model_id: str, bbox: str, device: str, batch_size: int) -> tuple
     code = f"""
 import json, resource, tempfile
 from pathlib import Path
-from backend.cache import EmbeddingCache
-from backend.inference import EmbeddingEngine
+from backend.store.cache import EmbeddingCache
+from backend.models.inference import EmbeddingEngine
 from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.regions import parse_bbox
+from backend.embedding.pipeline import embed_region
+from backend.imagery.regions import parse_bbox
 from backend.settings import Settings
-from backend.sources import demo_catalog
+from backend.imagery.sources import demo_catalog
 model = create_model({model_id!r}, pretrained=False)
 engine = EmbeddingEngine(model, device={device!r}, batch_size={batch_size})
 with tempfile.TemporaryDirectory() as tmp:

@@ -2,10 +2,11 @@
 
 The script builds every candidate layout of the Virginia demo scene (18SVG, 2016-01-12) in a
 temporary folder, reads the same random windows from each through the app's own read path
-(``backend.reader.SceneReader``), checks that every layout returns the same pixels as the per-band
+(``backend.imagery.reader.SceneReader``), checks that every layout returns the same pixels as the
+per-band
 files as shipped, prints a table and writes ``bench/results/layout.json``.
 
-Each layout is described as a ``backend.sources.SceneSource``: the bundled ``demo/virginia``
+Each layout is described as a ``backend.imagery.sources.SceneSource``: the bundled ``demo/virginia``
 source with its 10 m grid, its band files replaced by the candidate's. Every read lands on that
 10 m (B02) grid. For the per-band files the reader resamples the 20 m and 60 m bands with nearest
 neighbour, each through its own transform: Virginia's 20 m grid starts 10 m west of the 10 m grid
@@ -45,9 +46,9 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
-from backend.bands import S2_L1C_BANDS, S2_RESOLUTION_M
-from backend.reader import PixelWindow, SceneReader
-from backend.sources import BandAsset, Grid, SceneSource, demo_catalog
+from backend.imagery.bands import S2_L1C_BANDS, S2_RESOLUTION_M
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.sources import BandAsset, Grid, SceneSource, demo_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -245,7 +246,8 @@ def read_full(source: SceneSource) -> np.ndarray:
 def open_all(reader: SceneReader) -> None:
     """Open every file of the reader's source now, as its first 13-band read would.
 
-    The reader opens files lazily inside :meth:`~backend.reader.SceneReader.read`; opening them
+    The reader opens files lazily inside :meth:`~backend.imagery.reader.SceneReader.read`; opening
+    them
     first (through its own ``_dataset``, so with the same warped VRTs) times opening apart from
     reading without changing what the read does.
     """
@@ -334,7 +336,8 @@ def measure(
 
     Random windows: the layouts take turns window by window, in rotating order, so drift (a
     warming page cache, a busy neighbour) spreads over all of them. Each timed window opens a
-    :class:`~backend.reader.SceneReader`, reads and closes it, so GDAL's block cache starts empty
+    :class:`~backend.imagery.reader.SceneReader`, reads and closes it, so GDAL's block cache starts
+    empty
     every time.
 
     Scan: one open reader reads the non-overlapping windows that tile the whole scene into one
@@ -511,13 +514,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Virginia 18SVG, {grid.width}x{grid.height} px at 10 m, {len(windows)} random "
         f"{WINDOW_PX}x{WINDOW_PX} windows x 13 bands (open + read + close each) through "
-        f"backend.reader.SceneReader, GDAL {rasterio.__gdal_version__}, {elapsed:.0f} s in all\n"
+        "backend.imagery.reader.SceneReader, "
+        f"GDAL {rasterio.__gdal_version__}, {elapsed:.0f} s in all\n"
     )
     print(format_table(results))
     report = {
         "scene": SCENE_FOLDER,
         "source": SOURCE_ID,
-        "read_path": "backend.reader.SceneReader (preview: rasterio overviews)",
+        "read_path": "backend.imagery.reader.SceneReader (preview: rasterio overviews)",
         "grid": {"width": grid.width, "height": grid.height, "transform": list(grid.transform)},
         "windows": len(windows),
         "window_px": WINDOW_PX,

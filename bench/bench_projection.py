@@ -6,11 +6,13 @@ cost, and the latency of a cached view.
 
 * data: clustered synthetic 384-d vectors (40 Gaussian clusters around random unit centres,
   seed 0), the shape of real embeddings, where random uniform data would be unrealistically hard;
-* fit: ``backend.projection.fit_reducer`` with the defaults the app uses (seeded, n_neighbors 15,
+* fit: ``backend.analysis.projection.fit_reducer`` with the defaults the app uses (seeded,
+  n_neighbors 15,
   min_dist 0.1, UMAP's default epochs), once per size and variant, after a warm-up in the same
   process, so JIT is excluded;
 * jit: a fresh subprocess timing ``import umap`` and ``warm_up()`` (what a first fit pays);
-* cached view: ``backend.projection.project`` on a temporary DuckDB cache holding a stored 50k
+* cached view: ``backend.analysis.projection.project`` on a temporary DuckDB cache holding a stored
+  50k
   projection (or the largest size run), median of 5 calls.
 
 Results are printed and written to ``bench/results/projection.json``.
@@ -36,16 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from backend.cache import EmbeddingCache  # noqa: E402
-from backend.projection import ProjectionParams, fit_reducer, project, warm_up  # noqa: E402
-from backend.scopes import Scope  # noqa: E402
+from backend.analysis.projection import ProjectionParams, fit_reducer, project, warm_up  # noqa: E402
+from backend.store.cache import EmbeddingCache  # noqa: E402
+from backend.store.scopes import Scope  # noqa: E402
 
 _JIT = """
 import time
 t0 = time.perf_counter()
 import umap  # noqa: F401
 t1 = time.perf_counter()
-from backend.projection import warm_up
+from backend.analysis.projection import warm_up
 w = warm_up()
 print(f"{t1 - t0:.3f} {w:.3f}")
 """

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.vector_index import (
+from backend.search.index import (
     HNSW_CONNECTIVITY,
     HNSW_EXPANSION_ADD,
     HNSW_EXPANSION_SEARCH,

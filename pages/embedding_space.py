@@ -57,13 +57,13 @@ from app.state import (
     set_selected_tiles,
 )
 from app.url_state import UrlState, take_pending_url, write_params, write_url
+from backend.analysis.projection import Projection
+from backend.classes.user_classes import classes
 from backend.errors import SoftMapError
+from backend.imagery.sources import SceneSource
+from backend.imagery.tiling import parse_tile_id
 from backend.models import get_model_meta
-from backend.projection import Projection
-from backend.scopes import Scope
-from backend.sources import SceneSource
-from backend.tiling import parse_tile_id
-from backend.user_classes import classes
+from backend.store.scopes import Scope
 
 PAGE = "embedding"
 MAP_KEY = "embedding.map"

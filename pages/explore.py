@@ -31,10 +31,10 @@ from app.state import (
 from app.tile_panel import TileSection, tile_panel
 from app.url_state import take_pending_url, write_url
 from backend.errors import SoftMapError
+from backend.imagery.preview import region_grid_geojson, tile_at, tile_grid_geojson
+from backend.imagery.regions import Region, parse_bbox, parse_geojson, point_region
+from backend.imagery.sources import SceneSource
 from backend.models import ModelMeta, get_model_meta
-from backend.preview import region_grid_geojson, tile_at, tile_grid_geojson
-from backend.regions import Region, parse_bbox, parse_geojson, point_region
-from backend.sources import SceneSource
 
 PAGE = "explore"
 #: A few km² of each demo scene with varied land cover, embedded in seconds on a CPU.

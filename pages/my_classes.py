@@ -46,13 +46,19 @@ from app.projection_view import (
 )
 from app.state import get_analysis, get_selection, keep, kept, region_on, set_region
 from app.url_state import UrlState, take_pending_url, write_params, write_url
-from backend.active_learning import Suggestions
+from backend.classes.active_learning import Suggestions
+from backend.classes.user_classes import (
+    UserClass,
+    classes,
+    create_class,
+    delete_class,
+    import_labels,
+)
+from backend.classes.user_classes import rename_class as rename_user_class
 from backend.errors import SoftMapError
+from backend.imagery.tiling import parse_tile_id
 from backend.models import get_model_meta
-from backend.scopes import Scope
-from backend.tiling import parse_tile_id
-from backend.user_classes import UserClass, classes, create_class, delete_class, import_labels
-from backend.user_classes import rename_class as rename_user_class
+from backend.store.scopes import Scope
 
 PAGE = "classes"
 MAP_KEY = "classes.map"

@@ -1,7 +1,8 @@
 """Report & export: a one-page land-cover report of the analysed region, and its files.
 
 The page reads widgets, asks ``app/report_view.py`` for the report and the exports (built by
-``backend.report``, cached per input) and shows the report with download buttons. A region that
+``backend.outputs.report``, cached per input) and shows the report with download buttons. A region
+that
 is not analysed yet can be analysed here (the Explore page's analysis) or on Explore.
 """
 
@@ -23,9 +24,9 @@ from app.state import (
 )
 from app.url_state import take_pending_url, write_url
 from backend.errors import SoftMapError
+from backend.imagery.regions import Region
+from backend.imagery.sources import SceneSource
 from backend.models import get_model_meta
-from backend.regions import Region
-from backend.sources import SceneSource
 
 PAGE = "report"
 

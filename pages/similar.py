@@ -53,11 +53,11 @@ from app.state import (
 )
 from app.url_state import UrlState, take_pending_url, write_params, write_url
 from backend.errors import InvalidRegionError, SoftMapError
-from backend.match_heatmap import MatchHeatmap
+from backend.imagery.regions import Region
+from backend.imagery.sources import SceneSource
 from backend.models import get_model_meta
-from backend.regions import Region
-from backend.search import SearchResponse
-from backend.sources import SceneSource
+from backend.search.heatmap import MatchHeatmap
+from backend.search.query import SearchResponse
 
 PAGE = "similar"
 SCOPES: dict[str, ScopeKind] = {

@@ -3,7 +3,8 @@
 Each scene folder gets:
 
 * one 13-band COG on the scene's 10 m (B02) grid, in L1C band order. The per-band originals are
-  read through the app's own reader (``backend.reader.SceneReader``), which resamples the 20 m
+  read through the app's own reader (``backend.imagery.reader.SceneReader``), which resamples the
+  20 m
   and 60 m bands with nearest neighbour, each through its own transform, as Earth Engine did for
   the SSL4EO-S12 pretraining data. The pixels are ``uint16`` DN, nodata 0, ZSTD + predictor 2,
   band-interleaved 128 px tiles, with average overviews at 2, 4 and 8.
@@ -42,10 +43,10 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from backend.bands import S2_L1C_BANDS, S2_RESOLUTION_M
 from backend.errors import RasterReadError
-from backend.reader import PixelWindow, SceneReader
-from backend.sources import BandAsset, Grid, SceneSource
+from backend.imagery.bands import S2_L1C_BANDS, S2_RESOLUTION_M
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.sources import BandAsset, Grid, SceneSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -210,8 +211,10 @@ def read_on_grid(
 ) -> np.ndarray:
     """All 13 per-band originals on ``grid`` as ``uint16 [13, H, W]``, read by the app's reader.
 
-    The per-band files are described as a :class:`~backend.sources.SceneSource` on the B02 grid
-    and read as one full-grid window through :class:`~backend.reader.SceneReader`, so the stack
+    The per-band files are described as a :class:`~backend.imagery.sources.SceneSource` on the B02
+    grid
+    and read as one full-grid window through :class:`~backend.imagery.reader.SceneReader`, so the
+    stack
     holds exactly what the app would read from the originals: nearest neighbour, each band through
     its own transform, ``NODATA`` where a band does not cover the grid.
 

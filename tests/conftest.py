@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.pipeline import EmbedResult
-from backend.regions import Region, parse_bbox
+from backend.embedding.pipeline import EmbedResult
+from backend.imagery.regions import Region, parse_bbox
+from backend.imagery.sources import SceneSource, SourceCatalog, demo_catalog
 from backend.settings import ASSETS_DIR, PROJECT_ROOT, Settings
-from backend.sources import SceneSource, SourceCatalog, demo_catalog
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
@@ -102,10 +102,10 @@ def another_process_holding(db: Path) -> Iterator[int]:
 
 def embed_test_vit(db: Path, source: SceneSource, bbox: str) -> EmbedResult:
     """Embed a bbox of ``source`` with ``test-vit`` into the cache at ``db``."""
-    from backend.cache import EmbeddingCache
-    from backend.inference import EmbeddingEngine
+    from backend.embedding.pipeline import embed_region
     from backend.models import create_model
-    from backend.pipeline import embed_region
+    from backend.models.inference import EmbeddingEngine
+    from backend.store.cache import EmbeddingCache
 
     model = create_model("test-vit")
     settings = Settings(db_path=db, models_dir=db.parent / "models", offline=True)

@@ -10,7 +10,7 @@ import pytest
 
 _PROBE = """
 import json, resource, torch
-from backend.allocator import keep_freed_memory
+from backend.models.allocator import keep_freed_memory
 
 def faults_of_repeated_64mb_buffers():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

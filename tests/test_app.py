@@ -26,11 +26,11 @@ from app.landcover_view import (
     rendered_layer,
 )
 from app.url_state import compact_geojson
-from backend.areas import class_areas
-from backend.labels import DW_CLASSES, DW_PALETTE, DW_TITLES, N_CLASSES
-from backend.landcover import LandCoverResult
+from backend.imagery.regions import parse_bbox
+from backend.landcover.areas import class_areas
+from backend.landcover.labels import DW_CLASSES, DW_PALETTE, DW_TITLES, N_CLASSES
+from backend.landcover.maps import LandCoverResult
 from backend.models import list_models
-from backend.regions import parse_bbox
 from backend.settings import PROJECT_ROOT, get_settings
 from tests.conftest import BRANDENBURG_SMALL_BBOX, VIRGINIA_SMALL_BBOX
 
@@ -324,7 +324,7 @@ def test_a_brandenburg_link_maps_land_cover_and_the_tile_shows_class_bars(
 def test_a_model_without_a_head_explains_how_to_fit_one(
     app: AppTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("backend.landcover_store.load_bundled", lambda _folder: [])
+    monkeypatch.setattr("backend.landcover.store.load_bundled", lambda _folder: [])
     app.button(key="explore.analyse").click().run()
     assert not app.exception
     assert "16 tiles analysed" in app.success[0].value  # the analysis itself worked

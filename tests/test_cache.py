@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.cache import EmbeddingCache
 from backend.errors import CacheError, CacheLockedError
+from backend.store.cache import EmbeddingCache
 
 from .conftest import another_process_holding
 

@@ -10,17 +10,18 @@ import pytest
 import rasterio
 from affine import Affine
 
-from backend.bands import S2_L1C_BANDS
-from backend.cache import EmbeddingCache
-from backend.change import detect_change
+from backend.analysis.change import detect_change
 from backend.cli import main
 from backend.errors import ChangeError
-from backend.inference import EmbeddingEngine
+from backend.imagery.bands import S2_L1C_BANDS
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.regions import Region
+from backend.imagery.sources import BandAsset, Grid, SceneSource
 from backend.models import create_model
-from backend.reader import PixelWindow, SceneReader
-from backend.regions import Region
+from backend.models.inference import EmbeddingEngine
 from backend.settings import Settings
-from backend.sources import BandAsset, Grid, SceneSource, register_source
+from backend.store.cache import EmbeddingCache
+from backend.store.catalog import register_source
 
 from .conftest import VIRGINIA_SMALL_BBOX
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import user_classes as uc
-from backend.active_learning import farthest_point_order, suggest
-from backend.cache import EmbeddingCache
-from backend.classifier import classify_scope, stored_predictions, train_classifier
+from backend.classes import user_classes as uc
+from backend.classes.active_learning import farthest_point_order, suggest
+from backend.classes.classifier import classify_scope, stored_predictions, train_classifier
 from backend.cli import main
 from backend.errors import NotEnoughLabelsError, UnknownClassError
-from backend.reader import PixelWindow, SceneReader
-from backend.scopes import resolve_scope
-from backend.sources import SceneSource
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.sources import SceneSource
+from backend.store.cache import EmbeddingCache
+from backend.store.scopes import resolve_scope
 
 from .conftest import embed_test_vit
 from .test_user_classes import WIDE_BBOX

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from backend.cli import main
-from backend.evaluation import (
+from backend.imagery.sources import SceneSource
+from backend.models import create_model
+from backend.models.registry import get_model_meta
+from backend.settings import ASSETS_DIR, Settings
+from backend.training import DEFAULT_HOLDOUT
+from backend.training.evaluation import (
     Candidate,
     band_statistics,
     blocked_split,
@@ -18,11 +23,6 @@ from backend.evaluation import (
     min_tile_distance,
     read_tiles,
 )
-from backend.models import create_model
-from backend.models.registry import get_model_meta
-from backend.settings import ASSETS_DIR, Settings
-from backend.sources import SceneSource
-from backend.training import DEFAULT_HOLDOUT
 
 
 def _neighbours_across(

@@ -14,19 +14,19 @@ import rasterio
 import shapely
 from shapely.geometry import shape
 
-from backend import user_classes as uc
-from backend.cache import EmbeddingCache
+from backend.classes import user_classes as uc
 from backend.cli import main
 from backend.errors import SoftMapError
-from backend.exports import (
+from backend.imagery.sources import SceneSource
+from backend.imagery.tiling import parse_tile_id
+from backend.outputs.exports import (
     export_areas_csv,
     export_embeddings,
     export_probability_map,
     export_tiles,
 )
-from backend.scopes import resolve_scope
-from backend.sources import SceneSource
-from backend.tiling import parse_tile_id
+from backend.store.cache import EmbeddingCache
+from backend.store.scopes import resolve_scope
 
 from .conftest import VIRGINIA_SMALL_BBOX, embed_test_vit
 
@@ -103,7 +103,7 @@ def test_probability_map_cog_and_area_csv(db: Path, tmp_path: Path, virginia: Sc
         result = export_probability_map(tmp_path / "p.tif", virginia, ids, probs, ["water"])
         uc.add_labels(cache, "water", ids[:4], positive=True)
         uc.add_labels(cache, "water", ids[-4:], positive=False)
-        from backend.classifier import classify_scope
+        from backend.classes.classifier import classify_scope
 
         areas = classify_scope(cache, "water", scope).areas(cache)
     with rasterio.open(result.path) as ds:

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import rasterio
 
-from backend.bands import S2_L1C_BANDS, S2_L2A_BANDS, S2_RESOLUTION_M
-from backend.cache import EmbeddingCache
-from backend.inference import EmbeddingEngine
+from backend.embedding.pipeline import band_fill, embed_region
+from backend.imagery.bands import S2_L1C_BANDS, S2_L2A_BANDS, S2_RESOLUTION_M
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.regions import Region
+from backend.imagery.sources import BandAsset, Grid, SceneSource
 from backend.models import create_model
-from backend.pipeline import band_fill, embed_region
-from backend.reader import PixelWindow, SceneReader
-from backend.regions import Region
+from backend.models.inference import EmbeddingEngine
 from backend.settings import Settings
-from backend.sources import BandAsset, Grid, SceneSource
+from backend.store.cache import EmbeddingCache
 
 PATCHES = (
     "S2A_MSIL2A_20170613T101031_87_48",  # Upper Austria, arable land

@@ -10,7 +10,9 @@ import rasterio
 from rasterio.transform import from_origin
 
 from backend.errors import UnknownMappingError
-from backend.labels import (
+from backend.imagery.reader import PixelWindow
+from backend.imagery.sources import SceneSource
+from backend.landcover.labels import (
     DW_CLASSES,
     DW_PALETTE,
     MAPPINGS,
@@ -25,8 +27,6 @@ from backend.labels import (
     tile_soft_labels,
     user_label_raster,
 )
-from backend.reader import PixelWindow
-from backend.sources import SceneSource
 
 
 def test_dw_label_space() -> None:

@@ -9,24 +9,24 @@ import numpy as np
 import pytest
 import rasterio
 
-from backend.cache import EmbeddingCache
 from backend.cli import main
 from backend.errors import UnknownHeadError
-from backend.inference import EmbeddingEngine
-from backend.labels import DW_CLASSES
-from backend.landcover import (
+from backend.imagery.regions import parse_bbox
+from backend.imagery.sources import SceneSource
+from backend.landcover.heads import fit_linear_softmax, spatial_split
+from backend.landcover.labels import DW_CLASSES
+from backend.landcover.maps import (
     LandCoverResult,
     fit_head,
     predict_landcover,
     resolve_head,
     stored_predictions,
 )
-from backend.landcover_heads import fit_linear_softmax, spatial_split
-from backend.landcover_render import render_landcover
+from backend.landcover.render import render_landcover
 from backend.models import create_model
-from backend.regions import parse_bbox
+from backend.models.inference import EmbeddingEngine
 from backend.settings import Settings
-from backend.sources import SceneSource
+from backend.store.cache import EmbeddingCache
 
 from .conftest import BRANDENBURG_SMALL_BBOX
 

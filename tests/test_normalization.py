@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.normalization import S2_L1C_MEAN, S2_L1C_STD, Normalization, neutral_value
+from backend.imagery.normalization import S2_L1C_MEAN, S2_L1C_STD, Normalization, neutral_value
 
 SSL4EO = Normalization(scheme="ssl4eo", mean=S2_L1C_MEAN, std=S2_L1C_STD)
 ZSCORE = Normalization(scheme="zscore", mean=S2_L1C_MEAN, std=S2_L1C_STD)

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bands import S2_L1C_BANDS
-from backend.cache import EmbeddingCache
+from backend.embedding.pipeline import embed_region
 from backend.errors import RasterReadError, RegionOutsideSourceError
-from backend.inference import EmbeddingEngine, Progress
+from backend.imagery.bands import S2_L1C_BANDS
+from backend.imagery.reader import SceneReader
+from backend.imagery.regions import Region, parse_bbox
+from backend.imagery.sources import SceneSource
 from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.reader import SceneReader
-from backend.regions import Region, parse_bbox
+from backend.models.inference import EmbeddingEngine, Progress
 from backend.settings import Settings
-from backend.sources import SceneSource
+from backend.store.cache import EmbeddingCache
 
 from .conftest import VIRGINIA_SMALL_BBOX
 
@@ -57,7 +57,7 @@ def test_second_run_computes_nothing_and_vectors_match_direct_inference(
         runs = cache.runs()
     assert [r["status"] for r in runs] == ["completed", "completed"]
     with SceneReader(virginia) as reader, torch.inference_mode():
-        from backend.reader import PixelWindow
+        from backend.imagery.reader import PixelWindow
 
         chips = np.stack(
             [
@@ -86,13 +86,13 @@ def test_region_outside_is_refused_before_any_work(
 _KILL_AFTER_BATCHES = textwrap.dedent(
     """
     import os, signal, sys
-    from backend.cache import EmbeddingCache
-    from backend.inference import EmbeddingEngine
+    from backend.store.cache import EmbeddingCache
+    from backend.models.inference import EmbeddingEngine
     from backend.models import create_model
-    from backend.pipeline import embed_region
-    from backend.regions import parse_bbox
+    from backend.embedding.pipeline import embed_region
+    from backend.imagery.regions import parse_bbox
     from backend.settings import Settings
-    from backend.sources import demo_catalog
+    from backend.imagery.sources import demo_catalog
 
     db, bbox, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
     model = create_model("test-vit")

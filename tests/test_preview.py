@@ -1,4 +1,5 @@
-"""Tile thumbnails, tile grids and point lookups of backend.preview on the bundled scenes."""
+"""Tile thumbnails, tile grids and point lookups of backend.imagery.preview on the bundled
+scenes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from backend.errors import NotFoundError
-from backend.preview import (
+from backend.imagery.preview import (
     composite_stretch,
     region_grid_geojson,
     tile_at,
@@ -14,8 +15,8 @@ from backend.preview import (
     tile_rgba,
     tile_thumbnail,
 )
-from backend.regions import parse_bbox, point_region
-from backend.sources import SceneSource
+from backend.imagery.regions import parse_bbox, point_region
+from backend.imagery.sources import SceneSource
 from tests.conftest import VIRGINIA_SMALL_BBOX
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.cache import EmbeddingCache
+from backend.analysis.projection import ProjectionParams, fit_reducer, project, warm_up
 from backend.cli import main
 from backend.errors import SoftMapError
-from backend.projection import ProjectionParams, fit_reducer, project, warm_up
-from backend.scopes import resolve_scope
-from backend.sources import SceneSource
+from backend.imagery.sources import SceneSource
+from backend.store.cache import EmbeddingCache
+from backend.store.scopes import resolve_scope
 
 from .conftest import VIRGINIA_SMALL_BBOX, embed_test_vit
 from .test_user_classes import WIDE_BBOX

@@ -7,17 +7,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from backend.cache import EmbeddingCache
-from backend.inference import EmbeddingEngine
+from backend.embedding.pipeline import embed_region
+from backend.imagery.quality import cloud_method
+from backend.imagery.reader import SceneReader
+from backend.imagery.regions import parse_bbox
+from backend.imagery.scene_import import import_scene
+from backend.imagery.sources import SceneSource
+from backend.imagery.tiling import plan_tiles
 from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.quality import cloud_method, filter_tile_ids, tile_quality
-from backend.reader import SceneReader
-from backend.regions import parse_bbox
-from backend.scene_import import import_scene
+from backend.models.inference import EmbeddingEngine
 from backend.settings import Settings
-from backend.sources import SceneSource
-from backend.tiling import plan_tiles
+from backend.store.cache import EmbeddingCache
+from backend.store.quality import filter_tile_ids, tile_quality
 
 from .conftest import VIRGINIA_SMALL_BBOX
 from .test_scene_import import build_scenes
@@ -88,7 +89,7 @@ def test_l2a_uses_its_scl_layer(brandenburg: SceneSource, tmp_path: Path) -> Non
     left, bottom, right, top = source.grid.bounds()
     from shapely.geometry import box
 
-    from backend.sources import to_lonlat
+    from backend.imagery.sources import to_lonlat
 
     w, s, e, n = to_lonlat(box(left + 300, bottom + 300, right - 300, top - 300), source.crs).bounds
     cloud = cloud_by_tile(source, f"{w},{s},{e},{n}", chip=112)

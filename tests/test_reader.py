@@ -10,10 +10,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from backend.bands import S2_L1C_BANDS, S2_L2A_BANDS, S2_RESOLUTION_M
 from backend.errors import BandMismatchError, RasterReadError
-from backend.reader import PixelWindow, SceneReader
-from backend.sources import BandAsset, SceneSource, load_manifest
+from backend.imagery.bands import S2_L1C_BANDS, S2_L2A_BANDS, S2_RESOLUTION_M
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.sources import BandAsset, SceneSource, load_manifest
 
 WINDOW = PixelWindow(600, 700, 96, 96)  # aligned to 60 m cells (multiples of 6 px)
 
@@ -179,7 +179,7 @@ def test_manifest_errors_are_read_errors(tmp_path: Path, virginia: SceneSource) 
 
 
 def test_preview_is_a_georeferenced_stretched_quicklook(virginia: SceneSource) -> None:
-    from backend.preview import scene_preview
+    from backend.imagery.preview import scene_preview
 
     true = scene_preview(virginia, "true", max_size=256)
     false = scene_preview(virginia, "false", max_size=256)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from backend.errors import InvalidRegionError, RegionOutsideSourceError, RegionTooLargeError
-from backend.regions import check_area, load_aoi, parse_bbox, parse_geojson, validate_region
-from backend.sources import SceneSource, SourceCatalog
+from backend.imagery.regions import check_area, load_aoi, parse_bbox, parse_geojson, validate_region
+from backend.imagery.sources import SceneSource, SourceCatalog
 
 SQUARE = [[-75.66, 37.64], [-75.62, 37.64], [-75.62, 37.67], [-75.66, 37.67], [-75.66, 37.64]]
 

@@ -1,4 +1,5 @@
-"""The land-cover report (backend.report) and ``softmap report`` on the small Virginia region."""
+"""The land-cover report (backend.outputs.report) and ``softmap report`` on the small Virginia
+region."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from backend.cache import EmbeddingCache
+from backend.classes.user_classes import add_labels
 from backend.cli import main
-from backend.inference import EmbeddingEngine
+from backend.imagery.regions import Region, parse_bbox
+from backend.imagery.sources import SceneSource
 from backend.models import create_model
-from backend.regions import Region, parse_bbox
-from backend.report import EXPORTS, Report, build_report, export_name, write_export
-from backend.report_html import area_chart_svg
+from backend.models.inference import EmbeddingEngine
+from backend.outputs.report import EXPORTS, Report, build_report, export_name, write_export
+from backend.outputs.report_html import area_chart_svg
 from backend.settings import Settings
-from backend.sources import SceneSource
-from backend.user_classes import add_labels
+from backend.store.cache import EmbeddingCache
 from tests.conftest import VIRGINIA_SMALL_BBOX
 
 #: Tiles of the small Virginia region (rows 8–11, columns 5–8 of the 112 px grid).

@@ -19,17 +19,18 @@ from numpy.typing import NDArray
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from backend.bands import S1_GRD_BANDS
-from backend.cache import EmbeddingCache
 from backend.cli import main
+from backend.embedding.pipeline import embed_region
 from backend.errors import BandMismatchError, SceneImportError
-from backend.inference import EmbeddingEngine
+from backend.imagery.bands import S1_GRD_BANDS
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.scene_import import import_scene
+from backend.imagery.sources import SceneSource
 from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.reader import PixelWindow, SceneReader
-from backend.scene_import import import_scene
+from backend.models.inference import EmbeddingEngine
 from backend.settings import Settings
-from backend.sources import SceneSource, open_catalog
+from backend.store.cache import EmbeddingCache
+from backend.store.catalog import open_catalog
 
 from .test_scene_import import inner_region, write_tif
 

@@ -24,17 +24,18 @@ from rasterio.io import MemoryFile
 from rasterio.transform import Affine, from_origin
 from shapely.geometry import box
 
-from backend.bands import S2_L1C_BANDS, S2_L2A_BANDS, S2_RESOLUTION_M
-from backend.cache import EmbeddingCache
 from backend.cli import main
+from backend.embedding.pipeline import embed_region
 from backend.errors import SceneImportError
-from backend.inference import EmbeddingEngine
+from backend.imagery.bands import S2_L1C_BANDS, S2_L2A_BANDS, S2_RESOLUTION_M
+from backend.imagery.regions import Region, parse_bbox
+from backend.imagery.scene_import import import_scene
+from backend.imagery.sources import SceneSource, to_lonlat
 from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.regions import Region, parse_bbox
-from backend.scene_import import import_scene
+from backend.models.inference import EmbeddingEngine
 from backend.settings import ASSETS_DIR, Settings
-from backend.sources import SceneSource, open_catalog, register_source, to_lonlat
+from backend.store.cache import EmbeddingCache
+from backend.store.catalog import open_catalog, register_source
 
 ASSETS = ASSETS_DIR / "scenes"
 
@@ -286,7 +287,7 @@ def test_l2a_offset_is_what_makes_them_agree(scenes: dict[str, Path]) -> None:
     source = import_scene(scenes["safe_l2a"], dn_offset=0.0)
     assert source.dn_offset == 0.0
     assert "given by the user" in source.caveats[0]
-    from backend.reader import PixelWindow, SceneReader
+    from backend.imagery.reader import PixelWindow, SceneReader
 
     with SceneReader(source) as raw, SceneReader(import_scene(scenes["safe_l2a"])) as fixed:
         window = PixelWindow(0, 0, 64, 64)

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 from shapely.geometry import shape
 
-from backend.cache import EmbeddingCache
 from backend.cli import main
+from backend.embedding.pipeline import EmbedResult, embed_region
 from backend.errors import EmptyScopeError, NoEmbeddingsError, NotFoundError
-from backend.inference import EmbeddingEngine
-from backend.match_heatmap import heatmap_from_tokens, match_heatmaps, tile_tokens
+from backend.imagery.regions import parse_bbox
+from backend.imagery.sources import demo_catalog
 from backend.models import create_model
-from backend.pipeline import EmbedResult, embed_region
-from backend.regions import parse_bbox
-from backend.search import Scope, search
+from backend.models.inference import EmbeddingEngine
+from backend.search.heatmap import heatmap_from_tokens, match_heatmaps, tile_tokens
+from backend.search.index import get_index
+from backend.search.query import Scope, search
 from backend.settings import Settings
-from backend.sources import demo_catalog
-from backend.vector_index import get_index
+from backend.store.cache import EmbeddingCache
 
 #: About 8 km × 7 km of the Eastern Shore (56 test-vit tiles of 1.12 km with data).
 VIRGINIA_BBOX = "-75.72,37.62,-75.63,37.68"

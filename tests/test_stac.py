@@ -12,27 +12,20 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from backend.bands import S2_L1C_BANDS
-from backend.cache import EmbeddingCache
 from backend.cli import main
+from backend.embedding.pipeline import embed_region
 from backend.errors import CatalogueUnreachableError, EmptySearchError
-from backend.inference import EmbeddingEngine
+from backend.imagery.bands import S2_L1C_BANDS
+from backend.imagery.rasters import write_cog
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.regions import Region, parse_bbox
+from backend.imagery.sources import SceneSource, load_manifest, to_lonlat
+from backend.imagery.stac import build_source, item_source, save_manifest, search, selection_tiles
 from backend.models import create_model
-from backend.pipeline import embed_region
-from backend.rasters import write_cog
-from backend.reader import PixelWindow, SceneReader
-from backend.regions import Region, parse_bbox
+from backend.models.inference import EmbeddingEngine
 from backend.settings import Settings
-from backend.sources import SceneSource, load_manifest, to_lonlat
-from backend.stac import (
-    build_source,
-    item_source,
-    record_tiles,
-    save_manifest,
-    search,
-    selection_tiles,
-    tile_acquisitions,
-)
+from backend.store.acquisitions import record_tiles, tile_acquisitions
+from backend.store.cache import EmbeddingCache
 
 from .conftest import VIRGINIA_SMALL_BBOX
 from .stac_server import StacTestServer

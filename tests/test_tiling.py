@@ -7,10 +7,10 @@ import pytest
 from pyproj import Transformer
 
 from backend.errors import InvalidRegionError, NotFoundError
-from backend.reader import SceneReader
-from backend.regions import Region, parse_bbox
-from backend.sources import SceneSource
-from backend.tiling import make_tile_id, parse_tile_id, plan_tiles
+from backend.imagery.reader import SceneReader
+from backend.imagery.regions import Region, parse_bbox
+from backend.imagery.sources import SceneSource
+from backend.imagery.tiling import make_tile_id, parse_tile_id, plan_tiles
 
 
 def _whole_scene(source: SceneSource) -> Region:

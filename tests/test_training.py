@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from backend.cli import main
+from backend.imagery.sources import SceneSource
 from backend.models import create_model
 from backend.models.registry import default_registry, get_model_meta
-from backend.sources import SceneSource
 from backend.training import DEFAULT_HOLDOUT, AugmentConfig, SoftConModel, TrainConfig
 from backend.training.augment import random_token_masks, two_views
 from backend.training.chips import ChipSet, chip_origins, load_chips

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from backend import user_classes as uc
-from backend.cache import EmbeddingCache
+from backend.classes import user_classes as uc
 from backend.cli import main
 from backend.errors import NotFoundError, UnknownClassError
-from backend.regions import parse_bbox
-from backend.scopes import resolve_scope, tiles_at_point, tiles_in_geometry
-from backend.sources import SceneSource
+from backend.imagery.regions import parse_bbox
+from backend.imagery.sources import SceneSource
+from backend.store.cache import EmbeddingCache
+from backend.store.scopes import resolve_scope, tiles_at_point, tiles_in_geometry
 
 from .conftest import embed_test_vit
 

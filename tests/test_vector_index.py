@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.cache import EmbeddingCache
-from backend.vector_index import (
+from backend.search.index import (
     HNSW_MIN_VECTORS,
     VectorIndex,
     get_index,
     normalise,
     sync_index,
 )
+from backend.store.cache import EmbeddingCache
 
 
 def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from backend.errors import SoftMapError
 
 if TYPE_CHECKING:
-    from backend.inference import EmbeddingEngine
-    from backend.regions import Region
-    from backend.sources import SceneSource, SourceCatalog
+    from backend.imagery.regions import Region
+    from backend.imagery.sources import SceneSource, SourceCatalog
+    from backend.models.inference import EmbeddingEngine
 
 
 def add_db_option(p: argparse.ArgumentParser) -> None:
@@ -55,8 +55,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 
 def engine_from_args(args: argparse.Namespace) -> EmbeddingEngine:
     """The model (``--model``/``--checkpoint``) in an engine shaped by ``add_engine_options``."""
-    from backend.inference import EmbeddingEngine
     from backend.models import create_model
+    from backend.models.inference import EmbeddingEngine
     from backend.settings import get_settings
 
     if args.batch_size is not None and args.batch_size < 1:
@@ -80,13 +80,13 @@ def db_path(args: argparse.Namespace) -> Path:
 
 def catalog(args: argparse.Namespace | None = None) -> SourceCatalog:
     """The sources a command can use: the bundled scenes plus those registered in the cache."""
-    from backend.sources import open_catalog
+    from backend.store.catalog import open_catalog
 
     return open_catalog(db_path(args) if args is not None else None)
 
 
 def region_and_source(args: argparse.Namespace) -> tuple[Region, SceneSource]:
-    from backend.regions import load_aoi, parse_bbox
+    from backend.imagery.regions import load_aoi, parse_bbox
 
     source = catalog(args).get(args.source)
     region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.normalization import Normalization
+from backend.imagery.normalization import Normalization
 
 Architecture = Literal["vit", "resnet50"]
 Sensor = Literal["S2-L1C", "S1-GRD"]

@@ -15,18 +15,18 @@ from types import MappingProxyType
 
 from torch import nn
 
-from backend.bands import S1_GRD_BANDS, S2_L1C_BANDS
 from backend.errors import UnknownModelError
-from backend.models.meta import ModelMeta, Sensor, VitConfig
-from backend.models.resnet import RESNET50_DIM, ResNet50
-from backend.models.vit import DinoVisionTransformer
-from backend.normalization import (
+from backend.imagery.bands import S1_GRD_BANDS, S2_L1C_BANDS
+from backend.imagery.normalization import (
     S1_GRD_MEAN,
     S1_GRD_STD,
     S2_L1C_MEAN,
     S2_L1C_STD,
     Normalization,
 )
+from backend.models.meta import ModelMeta, Sensor, VitConfig
+from backend.models.resnet import RESNET50_DIM, ResNet50
+from backend.models.vit import DinoVisionTransformer
 
 #: Builds a freshly initialised backbone for a model entry (weights are loaded afterwards).
 Builder = Callable[[ModelMeta], nn.Module]

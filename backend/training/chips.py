@@ -15,12 +15,12 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from backend.labels import N_CLASSES, read_label_window, soft_labels
+from backend.imagery.normalization import neutral_value
+from backend.imagery.reader import PixelWindow, SceneReader
+from backend.imagery.sources import SceneSource
+from backend.imagery.tiling import make_tile_id
+from backend.landcover.labels import N_CLASSES, read_label_window, soft_labels
 from backend.models.meta import ModelMeta
-from backend.normalization import neutral_value
-from backend.reader import PixelWindow, SceneReader
-from backend.sources import SceneSource
-from backend.tiling import make_tile_id
 from backend.training.config import HoldOut
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from backend.errors import ConfigurationError
-from backend.inference import describe_device, select_device
+from backend.imagery.sources import SourceCatalog, demo_catalog
 from backend.models.api import create_model
+from backend.models.inference import describe_device, select_device
 from backend.models.registry import ModelRegistry, default_registry
 from backend.models.vit import DinoVisionTransformer
-from backend.sources import SourceCatalog, demo_catalog
 from backend.training.augment import AugmentConfig, random_token_masks, two_views
 from backend.training.chips import ChipSet, load_chips
 from backend.training.config import TrainConfig

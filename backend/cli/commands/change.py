@@ -41,10 +41,10 @@ def register(sub: Any) -> None:
 
 
 def _change(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.change import detect_change
-    from backend.regions import load_aoi, parse_bbox
+    from backend.analysis.change import detect_change
+    from backend.imagery.regions import load_aoi, parse_bbox
     from backend.settings import get_settings
+    from backend.store.cache import EmbeddingCache
 
     if args.k < 1:
         raise invalid("--k must be at least 1.")

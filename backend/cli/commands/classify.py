@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
 
 def single_source(tile_ids: tuple[str, ...], source_id: str | None) -> str:
     """The one source a map is drawn on (``--source`` or the only source in the scope)."""
-    from backend.tiling import parse_tile_id
+    from backend.imagery.tiling import parse_tile_id
 
     if source_id:
         return source_id
@@ -39,10 +39,15 @@ def single_source(tile_ids: tuple[str, ...], source_id: str | None) -> str:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.classifier import classify_scope
+    from backend.classes.classifier import classify_scope
     from backend.cli.common import catalog
-    from backend.exports import export_areas_csv, export_probability_map, export_tiles, tile_format
+    from backend.outputs.exports import (
+        export_areas_csv,
+        export_probability_map,
+        export_tiles,
+        tile_format,
+    )
+    from backend.store.cache import EmbeddingCache
 
     if args.out is not None:
         tile_format(args.out)

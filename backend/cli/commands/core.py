@@ -95,7 +95,7 @@ def _models(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from backend.cache import EmbeddingCache
+    from backend.store.cache import EmbeddingCache
 
     with EmbeddingCache(db_path(args), read_only=True) as cache:
         stats = cache.stats()
@@ -127,9 +127,9 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.pipeline import embed_region
+    from backend.embedding.pipeline import embed_region
     from backend.settings import get_settings
+    from backend.store.cache import EmbeddingCache
 
     settings = get_settings()
     if args.max_nodata is not None and not 0 <= args.max_nodata <= 1:

@@ -41,11 +41,11 @@ def register(sub: Any) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from backend.cli.common import catalog
-    from backend.evaluation import C_GRID, Candidate, evaluate
     from backend.models import create_model
     from backend.models.weights import find_local_weights
     from backend.settings import get_settings
     from backend.training.config import DEFAULT_HOLDOUT
+    from backend.training.evaluation import C_GRID, Candidate, evaluate
 
     source = catalog(None).get(args.source)
     model = create_model(args.model, args.checkpoint)

@@ -36,17 +36,17 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.classifier import classify_scope
+    from backend.classes.classifier import classify_scope
     from backend.cli.commands.classify import single_source
     from backend.cli.common import catalog
-    from backend.exports import (
+    from backend.outputs.exports import (
         export_areas_csv,
         export_embeddings,
         export_probability_map,
         export_tiles,
         tile_format,
     )
+    from backend.store.cache import EmbeddingCache
 
     if args.kind != "embeddings" and not args.class_name:
         raise invalid(f"`softmap export {args.kind}` needs --class NAME.")

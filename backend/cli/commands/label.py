@@ -22,7 +22,7 @@ from backend.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from backend.cache import EmbeddingCache
+    from backend.store.cache import EmbeddingCache
 
 ORDER = 31
 
@@ -65,8 +65,8 @@ def register(sub: Any) -> None:
 
 
 def _resolve_tiles(args: argparse.Namespace, cache: EmbeddingCache) -> tuple[list[str], str]:
-    from backend.regions import load_aoi, parse_bbox
-    from backend.scopes import embedding_sets_for, tiles_at_point, tiles_in_geometry
+    from backend.imagery.regions import load_aoi, parse_bbox
+    from backend.store.scopes import embedding_sets_for, tiles_at_point, tiles_in_geometry
 
     eset = None
     if args.model:
@@ -94,8 +94,8 @@ def _resolve_tiles(args: argparse.Namespace, cache: EmbeddingCache) -> tuple[lis
 
 
 def _label(args: argparse.Namespace) -> int:
-    from backend import user_classes as uc
-    from backend.cache import EmbeddingCache
+    from backend.classes import user_classes as uc
+    from backend.store.cache import EmbeddingCache
 
     read_only = args.action in ("list", "export")
     with EmbeddingCache(db_path(args), read_only=read_only) as cache:

@@ -83,8 +83,8 @@ def _landcover(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.landcover import predict_landcover, resolve_head
+    from backend.landcover.maps import predict_landcover, resolve_head
+    from backend.store.cache import EmbeddingCache
 
     region, source = region_and_source(args)
     if args.out and not str(args.out).lower().endswith((".tif", ".tiff")):
@@ -129,10 +129,10 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.labels import MIN_LABELLED_FRACTION, get_mapping, user_label_raster
-    from backend.landcover import fit_head
-    from backend.regions import load_aoi, parse_bbox
+    from backend.imagery.regions import load_aoi, parse_bbox
+    from backend.landcover.labels import MIN_LABELLED_FRACTION, get_mapping, user_label_raster
+    from backend.landcover.maps import fit_head
+    from backend.store.cache import EmbeddingCache
 
     if args.head or args.out:
         raise invalid("--head and --out belong to the map form, not `fit`.")
@@ -187,8 +187,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _heads(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.landcover import list_heads
+    from backend.landcover.maps import list_heads
+    from backend.store.cache import EmbeddingCache
 
     path = db_path(args)
     if path.exists():

@@ -21,9 +21,9 @@ from backend.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from backend.cache import EmbeddingCache
-    from backend.regions import Region
-    from backend.scopes import Scope
+    from backend.imagery.regions import Region
+    from backend.store.cache import EmbeddingCache
+    from backend.store.scopes import Scope
 
 ORDER = 30
 
@@ -40,7 +40,7 @@ def add_scope_options(p: argparse.ArgumentParser, *, model_required: bool = True
 
 def region_of(args: argparse.Namespace) -> Region | None:
     """The region named by ``--bbox``/``--aoi``, if any (``--source`` is checked to exist)."""
-    from backend.regions import load_aoi, parse_bbox
+    from backend.imagery.regions import load_aoi, parse_bbox
 
     if getattr(args, "source", None):
         catalog(args).get(args.source)
@@ -53,7 +53,7 @@ def region_of(args: argparse.Namespace) -> Region | None:
 
 def scope_of(args: argparse.Namespace, cache: EmbeddingCache) -> Scope:
     """The embedded tiles of ``--model`` in the scope the options name."""
-    from backend.scopes import resolve_scope
+    from backend.store.scopes import resolve_scope
 
     return resolve_scope(cache, args.model, region=region_of(args), source_id=args.source)
 
@@ -87,9 +87,9 @@ def register(sub: Any) -> None:
 
 
 def _project(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.exports import export_tiles, tile_format
-    from backend.projection import ProjectionParams, project
+    from backend.analysis.projection import ProjectionParams, project
+    from backend.outputs.exports import export_tiles, tile_format
+    from backend.store.cache import EmbeddingCache
 
     if args.pca_dims < 0 or args.neighbors < 2 or (args.epochs is not None and args.epochs < 1):
         raise invalid("--pca-dims must be ≥ 0, --neighbors ≥ 2 and --epochs ≥ 1.")

@@ -46,9 +46,9 @@ def register(sub: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.landcover import resolve_head
-    from backend.report import build_report
+    from backend.landcover.maps import resolve_head
+    from backend.outputs.report import build_report
+    from backend.store.cache import EmbeddingCache
 
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise invalid(f"--out {args.out}: the report is HTML, give a .html path.")

@@ -60,9 +60,9 @@ def _parse_point(text: str) -> tuple[float, float]:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.regions import load_aoi, parse_bbox
-    from backend.search import Scope, ScopeKind, search
+    from backend.imagery.regions import load_aoi, parse_bbox
+    from backend.search.query import Scope, ScopeKind, search
+    from backend.store.cache import EmbeddingCache
 
     if not (args.tile or args.point or args.positive):
         raise invalid("Give a query: --tile ID, --point LON,LAT or --positive ID.")

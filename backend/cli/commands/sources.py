@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from backend.sources import BUNDLED_PREFIX
+    from backend.imagery.sources import BUNDLED_PREFIX
 
     sources = catalog(args).list()
     if args.json:
@@ -83,10 +83,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.reader import PixelWindow, SceneReader
-    from backend.scene_import import import_scene
-    from backend.sources import register_source
+    from backend.imagery.reader import PixelWindow, SceneReader
+    from backend.imagery.scene_import import import_scene
+    from backend.store.cache import EmbeddingCache
+    from backend.store.catalog import register_source
 
     source = import_scene(
         args.path,
@@ -117,8 +117,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.sources import remove_source
+    from backend.store.cache import EmbeddingCache
+    from backend.store.catalog import remove_source
 
     path = db_path(args)
     with EmbeddingCache(path) as cache:

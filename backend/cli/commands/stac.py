@@ -17,7 +17,7 @@ from backend.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from backend.regions import Region
+    from backend.imagery.regions import Region
 
 ORDER = 15
 
@@ -59,13 +59,13 @@ def register(sub: Any) -> None:
 
 
 def _region(args: argparse.Namespace) -> Region:
-    from backend.regions import load_aoi, parse_bbox
+    from backend.imagery.regions import load_aoi, parse_bbox
 
     return parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
 
 
 def _run_search(args: argparse.Namespace) -> tuple[Region, Any]:
-    from backend.stac import search
+    from backend.imagery.stac import search
 
     if args.max_cloud is not None and not 0 <= args.max_cloud <= 100:
         raise invalid("--max-cloud must be between 0 and 100.")
@@ -110,15 +110,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from backend.cache import EmbeddingCache
-    from backend.sources import register_source
-    from backend.stac import (
-        build_source,
-        record_source,
-        record_tiles,
-        save_manifest,
-        selection_tiles,
-    )
+    from backend.imagery.stac import build_source, save_manifest, selection_tiles
+    from backend.store.acquisitions import record_source, record_tiles
+    from backend.store.cache import EmbeddingCache
+    from backend.store.catalog import register_source
 
     model = None
     if args.model:
@@ -146,7 +141,7 @@ def _add(args: argparse.Namespace) -> int:
         record_source(cache, stac, manifest)
         record_tiles(cache, stac, selection_tiles(stac, region, chip))
         if model is not None:
-            from backend.pipeline import embed_region
+            from backend.embedding.pipeline import embed_region
 
             embedded = embed_region(region, stac.source, model, cache)
             record_tiles(cache, stac, [_offsets(t) for t in embedded.tile_ids])
@@ -162,7 +157,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _offsets(tile_id: str) -> tuple[str, int, int, int]:
-    from backend.tiling import parse_tile_id
+    from backend.imagery.tiling import parse_tile_id
 
     _, size, stride, row, col = parse_tile_id(tile_id)
     return tile_id, row * stride, col * stride, size

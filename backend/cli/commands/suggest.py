@@ -22,9 +22,9 @@ def register(sub: Any) -> None:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    from backend.active_learning import suggest
-    from backend.cache import EmbeddingCache
+    from backend.classes.active_learning import suggest
     from backend.cli.common import print_table
+    from backend.store.cache import EmbeddingCache
 
     if args.k < 1:
         raise invalid("--k must be at least 1.")

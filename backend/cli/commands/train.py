@@ -92,7 +92,7 @@ def _softcon(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from backend.cli.common import catalog
-    from backend.labels import get_mapping
+    from backend.landcover.labels import get_mapping
     from backend.training import TrainConfig, train_softcon
     from backend.training.trainer import StepInfo
 

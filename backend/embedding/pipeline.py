@@ -1,0 +1,186 @@
+"""Embed a region: validate it, plan tiles, compute only what the cache lacks, record the run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from backend.errors import SoftMapError
+from backend.imagery.normalization import neutral_value
+from backend.imagery.reader import ResamplingName, SceneReader, check_band_count
+from backend.imagery.regions import Region, validate_region
+from backend.imagery.sources import SceneSource, SourceCatalog
+from backend.imagery.tiling import plan_tiles
+from backend.models import EmbeddingModel
+from backend.models.inference import EmbeddingEngine, Progress, ProgressCallback, describe_device
+from backend.settings import Settings, get_settings
+from backend.store.cache import EmbeddingCache
+
+#: Bands a model may ask for that a product legitimately lacks, filled with the training mean.
+FILLABLE_BANDS = ("B10",)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What an embedding run did (the CLI's ``--json`` output)."""
+
+    run_id: str
+    source: str
+    model: str
+    preprocessing_hash: str
+    tiles: int
+    computed: int
+    cached: int
+    skipped: int
+    seconds: float
+    tiles_per_s: float
+    device: str
+    db: str
+    tile_ids: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tile_ids"] = list(self.tile_ids)
+        return out
+
+
+def band_fill(model: EmbeddingModel) -> dict[str, float]:
+    """Constant fills for bands the imagery may lack (L2A has no B10): the band's training mean."""
+    norm = model.meta.normalization
+    return {
+        b: neutral_value(norm, i) for i, b in enumerate(model.meta.bands) if b in FILLABLE_BANDS
+    }
+
+
+def embed_region(
+    region: Region,
+    source: SceneSource,
+    model: EmbeddingModel,
+    cache: EmbeddingCache,
+    *,
+    engine: EmbeddingEngine | None = None,
+    settings: Settings | None = None,
+    catalog: SourceCatalog | None = None,
+    chip: int | None = None,
+    stride: int | None = None,
+    max_nodata_fraction: float | None = None,
+    max_cloud_fraction: float | None = None,
+    resampling: ResamplingName = "nearest",
+    progress: ProgressCallback | None = None,
+) -> EmbedResult:
+    """Embed every tile of ``region`` that ``cache`` lacks for this model and preprocessing.
+
+    Each batch is committed on its own, so an interrupted run keeps what it finished and a re-run
+    computes only the rest. Tiles over ``max_nodata_fraction`` nodata or ``max_cloud_fraction``
+    cloud (None: no cloud limit; see :mod:`backend.imagery.quality`) are skipped; the cloud
+    fraction of
+    every tile is stored with it either way.
+
+    Raises:
+        SoftMapError: any user-facing problem (region, bands, weights, cache, raster).
+    """
+    settings = settings or get_settings()
+    validate_region(region, source, max_km2=settings.max_region_km2, catalog=catalog)
+    fill = band_fill(model) if source.product_level == "L2A" else {}
+    check_band_count(source, model.meta.bands, fill)
+    chip = chip or model.meta.chip_size
+    # A chip override without a stride override keeps tiles edge to edge.
+    stride = stride or (model.meta.tile_stride if chip == model.meta.chip_size else chip)
+    patch = model.meta.patch_size
+    if patch and chip % patch:
+        raise SoftMapError(
+            f"Chip size {chip} is not a multiple of {model.meta.id}'s patch size {patch}.",
+            title="Invalid chip size",
+        )
+    engine = engine or EmbeddingEngine.from_settings(model, settings)
+    limit = settings.max_nodata_fraction if max_nodata_fraction is None else max_nodata_fraction
+    with SceneReader(source, resampling=resampling) as reader:
+        plan = plan_tiles(
+            region,
+            source,
+            reader,
+            chip=chip,
+            stride=stride,
+            max_nodata_fraction=limit,
+            max_cloud_fraction=max_cloud_fraction,
+        )
+        # Everything that changes the pixels given to the model is part of the cache key.
+        reading: dict[str, object] = {**reader.settings(), "chip": chip, "fill": fill}
+    prep_hash = model.meta.preprocessing_hash(reading)
+    preprocessing = {**model.meta.preprocessing(), **reading}
+    cache.upsert_source(source)
+    cache.upsert_tiles(plan.tiles + plan.skipped)
+    eset = cache.embedding_set(model.meta.id, prep_hash, model.meta.embed_dim, preprocessing)
+    assert eset is not None
+    ids = [t.tile_id for t in plan.tiles]
+    cached = cache.cached_tile_ids(eset, ids)
+    todo = [t for t in plan.tiles if t.tile_id not in cached]
+    device = describe_device(engine.device)
+    run_id = cache.start_run(
+        source_id=source.id,
+        model_id=model.meta.id,
+        preprocessing_hash=prep_hash,
+        region=region.to_geojson(),
+        params={
+            "chip": plan.chip,
+            "stride": plan.stride,
+            "batch_size": engine.batch_size,
+            "precision": engine.precision,
+            "max_nodata_fraction": plan.max_nodata_fraction,
+            "max_cloud_fraction": plan.max_cloud_fraction,
+            "resampling": resampling,
+        },
+        tiles_total=plan.total,
+        cached=len(cached),
+        skipped=len(plan.skipped),
+        device=device,
+    )
+    computed = 0
+
+    def write(tile_ids: list[str], vectors: Any, _tokens: Any) -> None:
+        nonlocal computed
+        computed += len(tile_ids)
+        cache.write_embeddings(eset, tile_ids, vectors, run_id=run_id, run_progress=computed)
+
+    start = time.perf_counter()
+    if progress is not None:
+        progress(Progress(0, len(todo), 0.0))
+    try:
+        with cache.single_threaded():
+            engine.embed_tiles(
+                todo, source, on_batch=write, progress=progress, fill=fill, resampling=resampling
+            )
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        elapsed = time.perf_counter() - start
+        message = e.one_line() if isinstance(e, SoftMapError) else repr(e)
+        cache.finish_run(
+            run_id,
+            status=status,
+            computed=computed,
+            seconds=elapsed,
+            tiles_per_s=computed / elapsed if elapsed > 0 else 0.0,
+            error=message,
+        )
+        raise
+    elapsed = time.perf_counter() - start
+    rate = computed / elapsed if elapsed > 0 and computed else 0.0
+    cache.finish_run(
+        run_id, status="completed", computed=computed, seconds=elapsed, tiles_per_s=rate
+    )
+    return EmbedResult(
+        run_id=run_id,
+        source=source.id,
+        model=model.meta.id,
+        preprocessing_hash=prep_hash,
+        tiles=len(plan.tiles),
+        computed=computed,
+        cached=len(cached),
+        skipped=len(plan.skipped),
+        seconds=round(elapsed, 3),
+        tiles_per_s=round(rate, 2),
+        device=device,
+        db=str(cache.path),
+        tile_ids=tuple(ids),
+    )
