@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from backend.errors import DeviceError
-from backend.imagery.reader import ResamplingName, SceneReader
+from backend.errors import DeviceError, RasterReadError
+from backend.imagery.reader import PixelWindow, ResamplingName, SceneReader
 from backend.imagery.sources import SceneSource
 from backend.imagery.tiling import Tile
 from backend.models import EmbeddingModel
@@ -37,11 +37,13 @@ Precision = Literal["auto", "fp32", "bf16"]
 
 @dataclass(frozen=True)
 class Progress:
-    """Where an embedding job stands."""
+    """Where an embedding job stands (``workers``: the pool size of a cluster run, else None)."""
 
     done: int
     total: int
     elapsed_s: float
+    workers: int | None = None
+    workers_busy: int | None = None
 
     @property
     def tiles_per_s(self) -> float:
@@ -313,7 +315,27 @@ class _ReadJob:
     def fill_buffer(self, reader: SceneReader, chunk: list[Tile], buffer: torch.Tensor) -> None:
         view = buffer.numpy()
         for j, tile in enumerate(chunk):
-            reader.read(tile.window, self.bands, fill=self.fill, out=view[j])
+            read_chip(reader, tile.tile_id, tile.window, self.bands, fill=self.fill, out=view[j])
+
+
+def read_chip(
+    reader: SceneReader,
+    tile_id: str,
+    window: PixelWindow,
+    bands: Sequence[str],
+    *,
+    fill: Mapping[str, float],
+    out: NDArray[np.float32],
+) -> None:
+    """Read one tile's raw chip into ``out``; a read error names the tile.
+
+    Raises:
+        RasterReadError: the raster cannot be read, with the tile id in front.
+    """
+    try:
+        reader.read(window, bands, fill=fill, out=out)
+    except RasterReadError as e:
+        raise RasterReadError(f"Tile {tile_id}: {e.message}", title=e.title) from e
 
 
 def _take(pool: queue.Queue[torch.Tensor], stop: threading.Event) -> torch.Tensor | None:
