@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyproj import Geod
+import numpy as np
+import shapely
+from pyproj import Geod, Transformer
 from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
@@ -21,6 +23,11 @@ from backend.errors import InvalidRegionError, RegionOutsideSourceError, RegionT
 from backend.imagery.sources import SceneSource, SourceCatalog
 
 _GEOD = Geod(ellps="WGS84")
+# Lambert cylindrical equal-area on the WGS84 ellipsoid: exact areas for lon/lat edges, and
+# finite at the poles and at ±180°, where geodesic polygon areas break down (see lonlat_area_km2).
+_EQUAL_AREA = Transformer.from_crs("EPSG:4326", "+proj=cea +ellps=WGS84 +units=m", always_xy=True)
+#: Edges longer than this (degrees) are split before projecting to the equal-area plane.
+_AREA_STEP_DEG = 0.01
 _AREAL = ("Polygon", "MultiPolygon")
 
 
@@ -37,21 +44,41 @@ class Region:
 
     @property
     def area_km2(self) -> float:
-        """Geodesic area on the WGS84 ellipsoid, in km²."""
-        return geodesic_area_km2(self.geometry)
+        """Area on the WGS84 ellipsoid, in km² (edges straight in lon/lat, as tiles read them)."""
+        return lonlat_area_km2(self.geometry)
 
     def to_geojson(self) -> dict[str, Any]:
         return dict(mapping(self.geometry))
 
     def describe(self) -> str:
         w, s, e, n = self.bounds
-        return f"{w:.4f},{s:.4f},{e:.4f},{n:.4f} ({self.area_km2:.1f} km²)"
+        return f"{w:.4f},{s:.4f},{e:.4f},{n:.4f} ({self.area_km2:,.1f} km²)"
 
 
 def geodesic_area_km2(geom: BaseGeometry) -> float:
-    """Area of a lon/lat geometry on the WGS84 ellipsoid, in km²."""
+    """Area of a small lon/lat geometry (edges as geodesics) on the WGS84 ellipsoid, in km².
+
+    Geodesic polygon areas wrap beyond half the Earth and make no sense for edges along ±180°
+    or a pole: use :func:`lonlat_area_km2` for anything a user draws or types.
+    """
     area, _ = _GEOD.geometry_area_perimeter(geom)
     return abs(float(area)) / 1e6
+
+
+def lonlat_area_km2(geom: BaseGeometry) -> float:
+    """Area of a lon/lat geometry whose edges are straight in lon/lat, in km² (WGS84).
+
+    Exact for bboxes of any size (the whole world is 510,065,622 km²): edges are split every
+    0.01° and the geometry is measured in a cylindrical equal-area projection, where parallels
+    and meridians stay straight.
+    """
+    if geom.is_empty:
+        return 0.0
+    fine = geom.segmentize(_AREA_STEP_DEG)
+    flat = shapely.transform(
+        fine, lambda xy: np.column_stack(_EQUAL_AREA.transform(xy[:, 0], xy[:, 1]))
+    )
+    return float(flat.area) / 1e6
 
 
 def parse_bbox(text: str) -> Region:

@@ -18,7 +18,7 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import Polygon, box
 
-from backend.errors import InvalidRegionError, NotFoundError
+from backend.errors import InvalidRegionError, NotFoundError, RegionOutsideSourceError
 from backend.imagery.quality import cloud_blocks
 from backend.imagery.reader import PixelWindow, SceneReader
 from backend.imagery.regions import Region
@@ -122,7 +122,12 @@ def grid_cells(
 ) -> list[tuple[int, int]]:
     """(row, col) of every tile that intersects the region and the scene, row-major."""
     _check_chip(chip, stride)
-    native = from_lonlat(region.geometry.segmentize(0.001), source.crs)
+    # Only the part near the scene is projected: a region far larger than a UTM zone (the whole
+    # world, with the area limit raised) has no meaningful coordinates in the scene's CRS.
+    near = region.geometry.intersection(source.footprint_lonlat.buffer(0.01))
+    if near.is_empty:
+        return []
+    native = from_lonlat(near.segmentize(0.001), source.crs)
     inv = ~source.grid.affine
     minx, miny, maxx, maxy = native.bounds
     cols_px, rows_px = zip(*(inv @ (x, y) for x in (minx, maxx) for y in (miny, maxy)), strict=True)
@@ -158,14 +163,15 @@ def plan_tiles(
     cloud limit), are skipped.
 
     Raises:
-        InvalidRegionError: if the region covers no pixel of the scene.
+        RegionOutsideSourceError: if the region covers no pixel of the scene.
     """
     stride = stride or chip
     cells = grid_cells(region, source, chip, stride)
     if not cells:
-        raise InvalidRegionError(
-            f"The region {region.describe()} touches no pixel of {source.id}; "
-            "choose a region inside the scene footprint."
+        w, s, e, n = source.bbox_lonlat
+        raise RegionOutsideSourceError(
+            f"The region {region.describe()} is outside the scene {source.id}: it touches none "
+            f"of its pixels. Choose a region within lon {w:.3f}…{e:.3f}, lat {s:.3f}…{n:.3f}."
         )
     nodata, cloud = _quality_fractions(reader, cells, chip, stride)
     footprints = _footprints_lonlat(source, cells, chip, stride)
