@@ -1,10 +1,15 @@
-"""Folium maps that render with no network: local Leaflet assets and a bundled vector basemap.
+"""leafmap maps that render with no network: local Leaflet assets and a bundled vector basemap.
 
-folium and streamlit-folium load Leaflet (and jQuery, Bootstrap, awesome-markers, Font Awesome)
-from public CDNs; offline, the first script that fails to load aborts streamlit-folium's loader
-and the map never appears. This module points folium at the copies under `app/static/leaflet/`
-(served by Streamlit at `/app/static/...` when `server.enableStaticServing` is on) and replaces
-tile layers with Natural Earth outlines shipped in `assets/basemap/`.
+Every map of the app is a `leafmap.foliumap.Map` built by :func:`base_map` (a folium map, so
+streamlit-folium renders it). folium, streamlit-folium and leafmap's controls load Leaflet (and
+jQuery, Bootstrap, awesome-markers, Font Awesome, plugins) from public CDNs; offline, the first
+script that fails to load aborts streamlit-folium's loader and the map never appears. This module
+points folium at the copies under `app/static/leaflet/` (served by Streamlit at `/app/static/...`
+when `server.enableStaticServing` is on): Leaflet, Leaflet.draw, leaflet.fullscreen (leafmap's
+fullscreen control) and leaflet-side-by-side (the swipe control of leafmap's split map). Tile
+layers are replaced with Natural Earth outlines shipped in `assets/basemap/`. leafmap's other
+controls (measure, locate, minimap, geocoder search, draggable legends) would load CDN assets and
+are left off; `remote_assets(m)` lists what a map would still fetch.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any, cast
 import branca.colormap
 import folium
 import folium.plugins
+import leafmap.foliumap as leafmap
 import shapely
-from branca.element import Element, Figure
+from branca.element import Element, Figure, MacroElement
 from folium.elements import JSCSSMixin
+from jinja2 import Template
 from shapely.geometry import box, mapping, shape
 
 STATIC_URL = "/app/static/leaflet"
@@ -33,6 +40,19 @@ MAP_JS: list[tuple[str, str]] = [("leaflet", f"{STATIC_URL}/leaflet.js")]
 MAP_CSS: list[tuple[str, str]] = [("leaflet_css", f"{STATIC_URL}/leaflet.css")]
 DRAW_JS: list[tuple[str, str]] = [("leaflet_draw_js", f"{STATIC_URL}/draw/leaflet.draw.js")]
 DRAW_CSS: list[tuple[str, str]] = [("leaflet_draw_css", f"{STATIC_URL}/draw/leaflet.draw.css")]
+FULLSCREEN_JS: list[tuple[str, str]] = [
+    ("Control.Fullscreen.js", f"{STATIC_URL}/fullscreen/Control.FullScreen.js")
+]
+FULLSCREEN_CSS: list[tuple[str, str]] = [
+    ("Control.FullScreen.css", f"{STATIC_URL}/fullscreen/Control.FullScreen.css")
+]
+SIDE_BY_SIDE_JS: list[tuple[str, str]] = [
+    ("leaflet.sidebyside", f"{STATIC_URL}/side-by-side/leaflet-side-by-side.js")
+]
+SIDE_BY_SIDE_CSS: list[tuple[str, str]] = [
+    ("leaflet.sidebyside.layout", f"{STATIC_URL}/side-by-side/layout.css"),
+    ("leaflet.sidebyside.range", f"{STATIC_URL}/side-by-side/range.css"),
+]
 
 BASEMAP_DIR = Path(__file__).resolve().parent.parent / "assets" / "basemap"
 OUTLINE_PATH = BASEMAP_DIR / "ne_50m_admin_0_countries.geojson"
@@ -46,33 +66,57 @@ WORLD_VIEW: dict[str, Any] = {"location": (20.0, 0.0), "zoom_start": 2}
 
 
 def use_offline_assets() -> None:
-    """Point folium's map template and Draw plugin at the local Leaflet copies.
+    """Point folium's map template and the plugins SoftMap uses at the local copies.
 
     Idempotent: it assigns fresh lists to the class attributes each time, so calling it on every
-    Streamlit rerun is cheap and safe.
+    Streamlit rerun is cheap and safe. (`leafmap.foliumap.Map` subclasses `folium.Map`, so it
+    inherits the map's lists.)
     """
     folium.Map.default_js = list(MAP_JS)
     folium.Map.default_css = list(MAP_CSS)
     folium.plugins.Draw.default_js = list(DRAW_JS)
     folium.plugins.Draw.default_css = list(DRAW_CSS)
+    folium.plugins.Fullscreen.default_js = list(FULLSCREEN_JS)
+    folium.plugins.Fullscreen.default_css = list(FULLSCREEN_CSS)
+    folium.plugins.SideBySideLayers.default_js = list(SIDE_BY_SIDE_JS)
+    folium.plugins.SideBySideLayers.default_css = list(SIDE_BY_SIDE_CSS)
+
+
+#: leafmap controls that would load assets from a CDN: always off (see the module docstring).
+_REMOTE_CONTROLS = {
+    "draw_control": False,  # leafmap's Draw has no options; map_view adds a configured one
+    "measure_control": False,
+    "locate_control": False,
+    "minimap_control": False,
+    "search_control": False,
+    "latlon_control": False,
+}
 
 
 def base_map(
     bounds_lonlat: tuple[float, float, float, float] | None = None, **kwargs: Any
-) -> folium.Map:
-    """Build a folium map with no tile layer, a light background and the bundled outlines.
+) -> leafmap.Map:
+    """Build a leafmap map with no tile layer, a light background and the bundled outlines.
 
     Args:
         bounds_lonlat: `(west, south, east, north)` in degrees to fit the view to; the whole
             world when None.
-        **kwargs: passed to `folium.Map` (they override the defaults here, `tiles` included).
+        **kwargs: passed to `leafmap.foliumap.Map` (they override the defaults here, `tiles`
+            and `fullscreen_control` included).
 
     Returns:
         The map, with `use_offline_assets` already applied.
     """
     use_offline_assets()
-    options: dict[str, Any] = {"tiles": None, "control_scale": True, **WORLD_VIEW, **kwargs}
-    m = folium.Map(**options)
+    options: dict[str, Any] = {
+        "tiles": None,
+        "fullscreen_control": True,
+        "layers_control": False,
+        **WORLD_VIEW,
+        **kwargs,
+        **_REMOTE_CONTROLS,
+    }
+    m = leafmap.Map(**options)
     background = f"<style>.leaflet-container {{ background: {BACKGROUND}; }}</style>"
     figure = cast(Figure, m.get_root())  # a new Map always sits in a Figure
     figure.header.add_child(Element(background), name="softmap_map_background")
@@ -110,6 +154,115 @@ def add_outline(m: folium.Map, *, detail: bool = True) -> folium.FeatureGroup:
         ).add_to(group)
     group.add_to(m)
     return group
+
+
+def image_overlay(
+    url: str,
+    bounds_lonlat: tuple[float, float, float, float],
+    *,
+    name: str,
+    opacity: float = 1.0,
+    class_name: str | None = None,
+    pane: str | None = None,
+) -> folium.raster_layers.ImageOverlay:
+    """An image overlay of a PNG the app serves (a root-relative URL) or a data URL.
+
+    folium reads a root-relative URL as a local file path and would inline it; the URL is set
+    after construction instead. The image is stretched between lon/lat `(W, S, E, N)`.
+    """
+    w, s, e, n = bounds_lonlat
+    options: dict[str, Any] = {"opacity": opacity}
+    if class_name:
+        options["className"] = class_name
+    if pane:
+        options["pane"] = pane
+    overlay = folium.raster_layers.ImageOverlay(
+        "data:,", bounds=[[s, w], [n, e]], name=name, **options
+    )
+    overlay.url = url
+    return overlay
+
+
+def add_legend(m: leafmap.Map, html_text: str, position: str = "bottomright") -> None:
+    """Put static legend HTML on the map as a Leaflet control (leafmap's `add_html`).
+
+    The HTML is wrapped in a `softmap-legend` box; clicks on it do not reach the map (they
+    would select a tile).
+    """
+    box = (
+        '<div class="softmap-legend" onclick="event.stopPropagation()" '
+        'style="background:rgba(255,255,255,0.92);padding:6px 9px;border-radius:5px;'
+        'box-shadow:0 1px 4px rgba(0,0,0,0.35);font:12px/1.45 sans-serif;color:#222">'
+        f"{html_text}</div>"
+    )
+    m.add_html(box, position=position)
+
+
+def ramp_legend(title: str, colours: list[str], ends: tuple[str, str], note: str = "") -> str:
+    """The HTML of a continuous colour ramp with a title, its two ends and a note."""
+    ramp = f"linear-gradient(to right, {', '.join(colours)})"
+    return (
+        f'<div style="font-weight:600;margin-bottom:3px">{title}</div>'
+        f'<div style="height:12px;width:160px;background:{ramp};border:1px solid #999"></div>'
+        '<div style="display:flex;justify-content:space-between;width:162px">'
+        f"<span>{ends[0]}</span><span>{ends[1]}</span></div>"
+        + (f'<div style="color:#666;margin-top:2px">{note}</div>' if note else "")
+    )
+
+
+class _PaneContainer(MacroElement):  # type: ignore[misc]
+    """Gives an overlay a ``getContainer()`` that returns its pane.
+
+    leaflet-side-by-side clips a layer's container; tile layers have one, image overlays and
+    vector layers do not. Each side lives in its own map pane (a full-size div at the map
+    pane's origin, just like a tile layer's container), so clipping the pane clips the layer.
+    """
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        {{ this.layer }}.getContainer = function () {
+            return {{ this.map }}.getPane({{ this.pane|tojson }});
+        };
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, layer: str, map_name: str, pane: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._name = "PaneContainer"
+        self.layer, self.map, self.pane = layer, map_name, pane
+
+
+def split_view(
+    m: leafmap.Map,
+    left: list[folium.Layer],
+    right: list[folium.Layer],
+    *,
+    left_label: str,
+    right_label: str,
+) -> None:
+    """A swipe between two sets of layers: leafmap's split-map control, on local assets.
+
+    `leafmap.foliumap.Map.split_map` builds the same `SideBySideLayers` control, but only for
+    tile layers or files it serves through localtileserver; SoftMap's dates are image overlays
+    served by the app, so each side gets a pane of its own (see `_PaneContainer`). Layers must
+    not be on the map yet: each is added to its side's pane here. The first layer of each side
+    is the one the control clips (the pane holds them all, so all are clipped).
+    """
+    for side, layers in (("softmap-left", left), ("softmap-right", right)):
+        folium.map.CustomPane(side, z_index=350 if side == "softmap-left" else 351).add_to(m)
+        for layer in layers:
+            layer.options["pane"] = side
+            layer.add_to(m)
+        _PaneContainer(layers[0].get_name(), m.get_name(), side).add_to(m)
+    folium.plugins.SideBySideLayers(layer_left=left[0], layer_right=right[0]).add_to(m)
+    for text, position in ((left_label, "topleft"), (right_label, "topright")):
+        m.add_html(
+            '<div class="softmap-split-label" style="background:rgba(255,255,255,0.9);'
+            f'padding:3px 8px;border-radius:4px;font:600 13px sans-serif">{text}</div>',
+            position=position,
+        )
 
 
 class _Outline(folium.GeoJson):  # type: ignore[misc]
