@@ -150,4 +150,4 @@ def test_cli_exports(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "--class" in capsys.readouterr().err
     assert main(["export", "predictions", "--class", "town", "--out", str(tmp_path / "x.txt"),
                  *base]) == 2  # fmt: skip
-    assert "Cannot tell the format" in capsys.readouterr().err
+    assert ".geojson (GeoJSON)" in capsys.readouterr().err

@@ -42,6 +42,40 @@ _SUFFIXES: dict[str, TileFormat] = {
 }
 
 
+#: What each kind of export writes, by file suffix (the first one is the suggested name).
+EXPORT_FORMATS: dict[str, dict[str, str]] = {
+    "tiles": {".geojson": "GeoJSON", ".json": "GeoJSON", ".parquet": "GeoParquet",
+              ".geoparquet": "GeoParquet"},
+    "predictions": {".geojson": "GeoJSON", ".json": "GeoJSON", ".parquet": "GeoParquet",
+                    ".geoparquet": "GeoParquet"},
+    "embeddings": {".parquet": "GeoParquet", ".geoparquet": "GeoParquet"},
+    "map": {".tif": "Cloud-Optimized GeoTIFF", ".tiff": "Cloud-Optimized GeoTIFF"},
+    "areas": {".csv": "CSV"},
+}  # fmt: skip
+
+
+def check_export_path(kind: str, path: str | Path) -> str:
+    """The format an export of ``kind`` (a key of :data:`EXPORT_FORMATS`) writes to ``path``.
+
+    Call it before any work, so a wrong name fails at once.
+
+    Raises:
+        SoftMapError: the suffix is not one this kind of export writes (the message lists them),
+            so an ``.xlsx`` name never receives a Parquet file.
+    """
+    formats = EXPORT_FORMATS[kind]
+    suffix = Path(path).suffix.lower()
+    if suffix in formats:
+        return formats[suffix]
+    allowed = ", ".join(f"{s} ({f})" for s, f in formats.items())
+    found = f"'{Path(path).suffix}'" if suffix else "no extension"
+    raise SoftMapError(
+        f"Cannot write {kind} to {path} ({found} is not a format for {kind}): "
+        f"name the file with one of {allowed}.",
+        title="Unknown file format",
+    )
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What was written."""
@@ -66,13 +100,8 @@ def tile_format(path: str | Path, fmt: str | None = None) -> TileFormat:
         raise SoftMapError(
             f"Unknown format '{fmt}': use geojson or geoparquet.", title="Invalid format"
         )
-    found = _SUFFIXES.get(Path(path).suffix.lower())
-    if found is None:
-        raise SoftMapError(
-            f"Cannot tell the format of {path}: name it *.geojson or *.parquet.",
-            title="Invalid format",
-        )
-    return found
+    check_export_path("tiles", path)
+    return _SUFFIXES[Path(path).suffix.lower()]
 
 
 def _tile_records(cache: EmbeddingCache, tile_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -208,7 +237,11 @@ def export_embeddings(
     """Write embeddings as GeoParquet: tile geometry, model id, preprocessing hash, vector.
 
     The ``embedding`` column is a fixed-size list of float32 (``D`` values per tile).
+
+    Raises:
+        SoftMapError: ``path`` is not ``.parquet``/``.geoparquet``, or there is nothing to write.
     """
+    check_export_path("embeddings", path)
     ids, vectors = (
         cache.embeddings(eset) if tile_ids is None else scope_embeddings(cache, eset, tile_ids)
     )
@@ -241,8 +274,9 @@ def export_probability_map(
     Only tiles of ``source`` are mapped (others are left out); NaN where there is no tile.
 
     Raises:
-        SoftMapError: no tile of the source, or overlapping tiles (stride < chip).
+        SoftMapError: not a ``.tif`` path, no tile of the source, or overlapping tiles.
     """
+    check_export_path("map", path)
     p = np.asarray(probabilities, dtype=np.float32)
     if p.ndim == 1:
         p = p[:, None]
@@ -267,7 +301,12 @@ def export_probability_map(
 def export_areas_csv(
     path: str | Path, areas: Sequence[ClassArea], extra: Mapping[str, str] | None = None
 ) -> ExportResult:
-    """Write an area table (one row per class) as CSV, with constant ``extra`` columns first."""
+    """Write an area table (one row per class) as CSV, with constant ``extra`` columns first.
+
+    Raises:
+        SoftMapError: ``path`` is not a ``.csv`` file.
+    """
+    check_export_path("areas", path)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = dict(extra or {})
