@@ -1,0 +1,97 @@
+"""The FastAPI application: routers per resource over the backend, one error table, security.
+
+``create_app`` builds it; the lifespan takes the cache file (DuckDB's one writer for this
+process), loads and resumes jobs, starts the job thread, and writes the locator file next to
+the cache when the service knows its URL (see ``backend.server.run``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from backend import __version__
+from backend.server.config import ServerConfig
+from backend.server.deps import require_token
+from backend.server.errors import install_error_handlers
+from backend.server.jobs import JobManager
+from backend.server.locator import remove_locator, write_locator
+from backend.server.routes import analysis, classes, files, jobs, search, sources, system
+from backend.server.schemas import ErrorBody
+from backend.server.security import BodyLimitMiddleware
+from backend.server.state import ServiceState
+from backend.server.work import job_types
+from backend.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "a request the service cannot act on"),
+        (401, "missing or wrong bearer token"),
+        (404, "unknown source, model, class, tile, job or file"),
+        (409, "a state conflict (weights missing, job already finished)"),
+        (413, "region or request body too large"),
+        (422, "invalid request, region, imagery or option"),
+    )
+}
+
+
+def create_app(
+    config: ServerConfig | None = None, settings: Settings | None = None, *, url: str | None = None
+) -> FastAPI:
+    """The SoftMap HTTP API.
+
+    Args:
+        config: how the service runs (default: ``SOFTMAP_SERVER_*``).
+        settings: SoftMap's settings (default: ``SOFTMAP_*``).
+        url: where clients reach it; when given, the locator file is written next to the cache.
+    """
+    config = config or ServerConfig()
+    state = ServiceState(config, settings)
+    state.url = url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cache = state.open()
+        state.jobs = JobManager(cache, job_types(state), keep=config.keep_jobs)
+        resumed = state.jobs.start(resume=config.resume_interrupted)
+        if resumed:
+            _log.info("Resuming %d interrupted job(s): %s", len(resumed), ", ".join(resumed))
+        if url is not None:
+            write_locator(state.db_path, url, config.token)
+        try:
+            yield
+        finally:
+            if url is not None:
+                remove_locator(state.db_path)
+            state.jobs.stop()
+            state.close()
+
+    app = FastAPI(
+        title="SoftMap",
+        version=__version__,
+        description="Embeddings, land-cover maps, similarity search, projections, your own "
+        "classes, change and reports over Sentinel imagery. Long work runs as jobs "
+        "(`POST` answers 202 with a job; follow `GET /jobs/{id}` or its `/events` stream). "
+        'Every error is `{"title", "message"}`.',
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.state.softmap = state
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+
+    @app.get("/health/live", tags=["system"], include_in_schema=True)
+    def live() -> dict[str, str]:
+        """Liveness without a token (for container health checks): says nothing else."""
+        return {"status": "ok"}
+
+    secured = [Depends(require_token)]
+    for module in (system, sources, jobs, search, analysis, classes, files):
+        app.include_router(module.router, dependencies=secured)
+    return app

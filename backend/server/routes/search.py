@@ -1,0 +1,84 @@
+"""``/search``: tiles like the query tiles (``GET`` with query parameters, or ``POST`` a body)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from backend import service
+from backend.errors import SoftMapError
+from backend.server.deps import State
+from backend.server.schemas import SearchOut, SearchRequest
+from backend.server.state import ServiceState
+
+router = APIRouter(tags=["search"])
+
+
+def run_search(state: ServiceState, body: SearchRequest) -> SearchOut:
+    """The same checks and call as ``softmap search``."""
+    req = state.confine_request(body)
+    if not (req.tiles or req.point or req.positives):
+        raise SoftMapError(
+            "Give a query: tiles, point (lon, lat) or positives.", title="Invalid query"
+        )
+    if req.point is not None:
+        lon, lat = req.point
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise SoftMapError(
+                f"point {lon},{lat} is not a lon/lat position.", title="Invalid query"
+            )
+    if req.scope == "source" and not req.source:
+        raise SoftMapError("scope 'source' needs a source.", title="Invalid query")
+    if req.scope == "region" and req.region is None:
+        raise SoftMapError("scope 'region' needs a region.", title="Invalid query")
+    return SearchOut.model_validate(service.find_similar(state.workspace, req).to_json())
+
+
+@router.post("/search", response_model=SearchOut)
+def search_post(body: SearchRequest, state: State) -> SearchOut:
+    return run_search(state, body)
+
+
+@router.get("/search", response_model=SearchOut)
+def search_get(
+    state: State,
+    model: str,
+    tile: Annotated[list[str] | None, Query(description="query tile id")] = None,
+    point: Annotated[str | None, Query(description="LON,LAT")] = None,
+    positive: Annotated[list[str] | None, Query(description="positive example")] = None,
+    negative: Annotated[list[str] | None, Query(description="negative example")] = None,
+    source: str | None = None,
+    bbox: Annotated[str | None, Query(description="W,S,E,N (a region scope)")] = None,
+    k: Annotated[int, Query(ge=1)] = 10,
+    threshold: float | None = None,
+    scope: Literal["region", "source", "all"] | None = None,
+    suppress: bool = True,
+    engine: Literal["auto", "exact", "hnsw"] = "auto",
+    preprocessing: str | None = None,
+) -> SearchOut:
+    lonlat = None
+    if point is not None:
+        try:
+            lon, lat = (float(v) for v in point.split(","))
+        except ValueError:
+            raise SoftMapError(
+                f"point takes LON,LAT (two numbers), not '{point}'.", title="Invalid query"
+            ) from None
+        lonlat = (lon, lat)
+    req = SearchRequest(
+        model=model,
+        tiles=tuple(tile or ()),
+        point=lonlat,
+        positives=tuple(positive or ()),
+        negatives=tuple(negative or ()),
+        source=source,
+        region=service.RegionSpec(bbox=bbox) if bbox else None,
+        k=k,
+        threshold=threshold,
+        scope=scope,
+        suppress=suppress,
+        engine=engine,
+        preprocessing=preprocessing,
+    )
+    return run_search(state, req)
