@@ -291,6 +291,7 @@ def predict_scope_landcover(scope: Scope) -> int:
     Raises:
         UnknownHeadError: the model has no land-cover head.
     """
+    from backend.landcover.heads import check_head_applies
     from backend.landcover.store import (
         ensure_tables,
         resolve_head,
@@ -301,6 +302,7 @@ def predict_scope_landcover(scope: Scope) -> int:
 
     cache = resources.cache()
     head = resolve_head(cache, scope.eset.model_id, None, get_settings())
+    check_head_applies(head, scope.eset.preprocessing_hash, cache.set_preprocessing(scope.eset))
     ensure_tables(cache)
     have = set(stored_predictions(cache, head.model_id, scope.tile_ids, head.head_id).tile_ids)
     todo = [t for t in scope.tile_ids if t not in have]

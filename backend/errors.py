@@ -105,6 +105,10 @@ class UnknownHeadError(SoftMapError):
     title = "Unknown land-cover head"
 
 
+class HeadMismatchError(UnknownHeadError):
+    title = "Land-cover head does not fit these embeddings"
+
+
 # --- STAC catalogues and change ------------------------------------------------------------
 class CatalogueUnreachableError(SoftMapError):
     title = "STAC catalogue unreachable"

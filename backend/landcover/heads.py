@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from backend.errors import HeadMismatchError
+from backend.landcover.features import OutOfDistribution
 from backend.landcover.labels import DW_CLASSES, N_CLASSES, SoftLabels
 
 #: L2 penalty on the weights (features are standardised), chosen for a few hundred samples.
@@ -210,6 +212,52 @@ def spatial_split(
     return train, test
 
 
+# --- preprocessing of the embeddings a head reads -----------------------------------------
+#: Reader settings a head tolerates changing: they put other imagery on the training scale
+#: (a DN offset of processing baseline 04.00+, a missing L2A band filled with its training mean).
+HARMONISING_SETTINGS = ("dn_offset", "fill")
+
+
+def check_head_applies(
+    head: LandCoverHead, preprocessing_hash: str, preprocessing: dict[str, Any] | None
+) -> None:
+    """Refuse to apply ``head`` to embeddings of another preprocessing than it was fitted on.
+
+    Equal hashes pass. Otherwise, when both preprocessing descriptions are known (a head fitted
+    since they are recorded keeps its own under ``training["preprocessing"]``), embeddings that
+    differ only in :data:`HARMONISING_SETTINGS` pass too; anything else (bands, normalisation,
+    chip, resampling) is refused.
+
+    Raises:
+        HeadMismatchError: naming what differs and how to fit a head for these embeddings.
+    """
+    if head.preprocessing_hash == preprocessing_hash:
+        return
+    fitted = head.training.get("preprocessing")
+    if isinstance(fitted, dict) and preprocessing is not None:
+        keys = sorted(set(fitted) | set(preprocessing))
+        differ = [k for k in keys if fitted.get(k) != preprocessing.get(k)]
+        strict = [k for k in differ if k not in HARMONISING_SETTINGS]
+        if not strict:
+            return
+        what = "; ".join(
+            f"{k} {_short(fitted.get(k))} when fitted, {_short(preprocessing.get(k))} here"
+            for k in strict
+        )
+    else:
+        what = f"preprocessing {head.preprocessing_hash} when fitted, {preprocessing_hash} here"
+    raise HeadMismatchError(
+        f"Head {head.head_id} was fitted on {head.model_id} embeddings made another way ({what}), "
+        "so its classes would be wrong here. Fit a head on these embeddings "
+        "(softmap landcover fit …) or embed with the head's settings."
+    )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
 # --- the stored head -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class LandCoverHead:
@@ -227,6 +275,11 @@ class LandCoverHead:
         metrics: Held-out metrics, ``{"tile": …, "token": …}``.
         created_at: ISO timestamp.
         bundled: Whether it ships in ``assets/models/heads``.
+        features: ``None`` (embedding only) or the spectral feature set appended to it
+            (:data:`backend.landcover.spectral.FEATURE_SET`).
+        water_rule: Whether the water rule decides the unambiguous water share of each cell
+            (:func:`backend.landcover.spectral.apply_water_rule`).
+        ood: Out-of-distribution scorers per level (``"tile"``, ``"token"``), if calibrated.
     """
 
     head_id: str
@@ -240,6 +293,9 @@ class LandCoverHead:
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     bundled: bool = False
+    features: str | None = None
+    water_rule: bool = False
+    ood: dict[str, OutOfDistribution] = field(default_factory=dict)
 
     def info(self) -> dict[str, Any]:
         """JSON-ready metadata (no weights)."""
@@ -256,6 +312,9 @@ class LandCoverHead:
             "metrics": self.metrics,
             "created_at": self.created_at,
             "bundled": self.bundled,
+            "features": self.features,
+            "water_rule": self.water_rule,
+            "ood": {level: o.info() for level, o in self.ood.items()},
         }
 
     def arrays_bytes(self) -> bytes:
@@ -265,6 +324,8 @@ class LandCoverHead:
             if lin is not None:
                 for name in ("weight", "bias", "mean", "std"):
                     arrays[f"{prefix}_{name}"] = getattr(lin, name)
+        for level, scorer in self.ood.items():
+            arrays.update(scorer.arrays(level))
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
@@ -280,6 +341,13 @@ class LandCoverHead:
                 for prefix in ("tile", "token")
                 if f"{prefix}_weight" in npz.files
             }
+            ood_info = dict(info.get("ood") or {})
+            arrays = {k: npz[k] for k in npz.files if "_ood_" in k}
+            ood = {
+                level: OutOfDistribution.from_arrays(arrays, level, ood_info[level])
+                for level in ood_info
+                if f"{level}_ood_mean" in arrays
+            }
         return cls(
             head_id=info["head_id"],
             model_id=info["model_id"],
@@ -292,6 +360,9 @@ class LandCoverHead:
             metrics=dict(info.get("metrics") or {}),
             created_at=str(info.get("created_at", "")),
             bundled=bundled,
+            features=info.get("features"),
+            water_rule=bool(info.get("water_rule", False)),
+            ood=ood,
         )
 
     def save_bundle(self, folder: Path) -> Path:

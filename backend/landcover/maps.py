@@ -41,6 +41,7 @@ from backend.landcover.areas import ClassArea, class_areas, tile_areas_km2
 from backend.landcover.heads import (
     LandCoverHead,
     LinearSoftmax,
+    check_head_applies,
     evaluate,
     fit_linear_softmax,
     spatial_split,
@@ -260,6 +261,7 @@ def fit_head(
         "loss": "soft cross-entropy (≡ KL to the class fractions), L2 1e-2, L-BFGS",
         "split": "3×3-tile spatial blocks, 30 % held out, 1-tile buffer; final fit on all",
         "seed": seed,
+        "preprocessing": cache.set_preprocessing(eset),  # what check_head_applies compares
     }
     head = LandCoverHead(
         head_id=head_id,
@@ -441,13 +443,14 @@ def predict_landcover(
             f"Every tile of {region.describe()} is mostly nodata in {source.id}.",
             title="Nothing to map",
         )
+    eset = cache.embedding_set(model.meta.id, embedded.preprocessing_hash)
+    assert eset is not None
+    check_head_applies(chosen, eset.preprocessing_hash, cache.set_preprocessing(eset))
     ensure_tables(cache)
     stored = stored_predictions(cache, model.meta.id, ids, chosen.head_id)
     have = set(stored.tile_ids)
     todo = [t for t in ids if t not in have]
     if todo:
-        eset = cache.embedding_set(model.meta.id, embedded.preprocessing_hash)
-        assert eset is not None
         got, x = cache.embeddings(eset, todo)
         write_predictions(cache, "landcover_predictions", chosen, got, chosen.tile.predict(x))
         stored = stored_predictions(cache, model.meta.id, ids, chosen.head_id)

@@ -288,12 +288,19 @@ class EmbeddingCache:
         return {r[0]: json.loads(r[1]) for r in rows}
 
     def remove_source(self, source_id: str) -> int:
-        """Delete a source, its tiles and their embeddings in one transaction; tiles dropped."""
+        """Delete a source, its tiles, their embeddings and feature rows in one transaction.
+
+        Feature rows are those of every table created through :meth:`ensure_schema` (land cover,
+        labels, class predictions, projections, STAC records, …), found by their ``tile_id`` or
+        ``source_id`` column, so a feature added later is covered without listing it here. Run
+        history (``runs``) is kept. Returns the number of tiles dropped.
+        """
         prefix = source_id + "/"
         with self.transaction() as cur:
             tables = [r[0] for r in cur.execute("SELECT table_name FROM embedding_sets").fetchall()]
             for table in tables:
                 cur.execute(f"DELETE FROM {table} WHERE starts_with(tile_id, ?)", [prefix])
+            _drop_feature_rows(cur, source_id)
             row = cur.execute(
                 "SELECT count(*) FROM tiles WHERE source_id = ?", [source_id]
             ).fetchone()
@@ -400,6 +407,17 @@ class EmbeddingCache:
                 ],
             )
         return EmbeddingSet(int(set_id), model_id, preprocessing_hash, int(dim), table)
+
+    def set_preprocessing(self, eset: EmbeddingSet) -> dict[str, Any] | None:
+        """The preprocessing description stored with a set (None when it was not recorded)."""
+        with self.cursor() as cur:
+            row = cur.execute(
+                "SELECT preprocessing FROM embedding_sets WHERE set_id = ?", [eset.set_id]
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        value = json.loads(row[0])
+        return value if isinstance(value, dict) and value else None
 
     def embedding_sets(self) -> list[EmbeddingSet]:
         with self.cursor() as cur:
@@ -541,6 +559,27 @@ class EmbeddingCache:
             n_emb = sum(_count(cur, t) for t in tables)
         size = self.path.stat().st_size if self.path.exists() else 0
         return CacheStats(str(self.path), size, n_sources, n_tiles, n_emb, n_runs)
+
+
+#: Tables ``remove_source`` handles itself (or keeps, as history), not as feature tables.
+_CORE_TABLES = ("sources", "tiles", "embedding_sets", "runs", "softmap_meta")
+
+
+def _drop_feature_rows(cur: duckdb.DuckDBPyConnection, source_id: str) -> None:
+    """Rows of a source's tiles (``tile_id`` under ``source_id/``) or of the source itself."""
+    rows = cur.execute(
+        """SELECT table_name, list(column_name) FROM information_schema.columns
+        WHERE table_schema = current_schema() AND column_name IN ('tile_id', 'source_id')
+            AND table_name NOT IN (SELECT unnest(?::VARCHAR[]))
+            AND table_name NOT IN (SELECT table_name FROM embedding_sets)
+        GROUP BY table_name ORDER BY table_name""",
+        [list(_CORE_TABLES)],
+    ).fetchall()
+    for table, columns in rows:
+        if "tile_id" in columns:
+            cur.execute(f'DELETE FROM "{table}" WHERE starts_with(tile_id, ?)', [source_id + "/"])
+        if "source_id" in columns:
+            cur.execute(f'DELETE FROM "{table}" WHERE source_id = ?', [source_id])
 
 
 def _count(cur: duckdb.DuckDBPyConnection, table: str) -> int:

@@ -1,0 +1,101 @@
+"""Faults in what the cache keeps: removed sources leave no rows; heads refuse other embeddings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.errors import HeadMismatchError
+from backend.landcover.heads import check_head_applies
+from backend.landcover.labels import N_CLASSES
+from backend.landcover.store import ensure_tables, resolve_head, write_predictions
+from backend.settings import Settings
+from backend.store.cache import EmbeddingCache
+
+
+def _rows(cache: EmbeddingCache, table: str, prefix: str) -> int:
+    with cache.cursor() as cur:
+        row = cur.execute(
+            f"SELECT count(*) FROM {table} WHERE starts_with(tile_id, ?)", [prefix]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_remove_source_drops_every_feature_row(embedded_db: Path, tmp_path: Path) -> None:
+    from backend.classes.user_classes import add_labels
+
+    db = tmp_path / "c.duckdb"
+    shutil.copy(embedded_db, db)
+    with EmbeddingCache(db) as cache:
+        (eset,) = cache.embedding_sets()
+        ids, _ = cache.embeddings(eset)
+        add_labels(cache, "town", ids[:3], positive=True)
+        head = resolve_head(cache, "test-vit", None, Settings(offline=True))
+        ensure_tables(cache)
+        probs = np.full((len(ids), N_CLASSES), 1 / N_CLASSES, dtype=np.float32)
+        write_predictions(cache, "landcover_predictions", head, ids, probs)
+        # Rows of another source stay.
+        with cache.cursor() as cur:
+            cur.execute(
+                "INSERT INTO user_labels SELECT class_id, 'local/other/112/112/0_0', false, 'id', "
+                "NULL FROM user_classes"
+            )
+        # A feature table added later, keyed by source: covered without being listed anywhere.
+        cache.ensure_schema(
+            "later", "CREATE TABLE IF NOT EXISTS later_feature (source_id TEXT, note TEXT);"
+        )
+        with cache.cursor() as cur:
+            cur.execute("INSERT INTO later_feature VALUES ('demo/virginia', 'x'), ('b', 'y')")
+        assert _rows(cache, "user_labels", "demo/virginia/") == 3
+        assert _rows(cache, "landcover_predictions", "demo/virginia/") == len(ids)
+
+        dropped = cache.remove_source("demo/virginia")
+
+        assert dropped >= len(ids)
+        for table in ("user_labels", "landcover_predictions", eset.table_name, "tiles"):
+            assert _rows(cache, table, "demo/virginia/") == 0, table
+        assert _rows(cache, "user_labels", "local/other/") == 1
+        with cache.cursor() as cur:
+            assert cur.execute("SELECT source_id FROM later_feature").fetchall() == [("b",)]
+            assert cur.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # history kept
+
+
+def test_remove_source_is_one_transaction(embedded_db: Path, tmp_path: Path) -> None:
+    """A failure part-way leaves every table as it was."""
+    db = tmp_path / "c.duckdb"
+    shutil.copy(embedded_db, db)
+    with EmbeddingCache(db) as cache:
+        cache.ensure_schema("broken", "CREATE TABLE IF NOT EXISTS broken (tile_id INTEGER);")
+        before = _rows(cache, "tiles", "demo/virginia/")
+        with pytest.raises(Exception):  # noqa: B017 - starts_with on an INTEGER column fails
+            cache.remove_source("demo/virginia")
+        assert _rows(cache, "tiles", "demo/virginia/") == before
+        (eset,) = cache.embedding_sets()
+        assert _rows(cache, eset.table_name, "demo/virginia/") == 16
+
+
+def test_head_refuses_embeddings_of_another_preprocessing() -> None:
+    head = resolve_head(None, "softmap-default", None, Settings(offline=True))
+    fitted = dict(head.training["preprocessing"])
+    check_head_applies(head, head.preprocessing_hash, None)  # the same hash
+    # Harmonising reader settings (baseline 04.00 DN offset, L2A's missing B10) are tolerated.
+    check_head_applies(head, "other", {**fitted, "dn_offset": -1000.0, "fill": {"B10": 22.0}})
+    with pytest.raises(HeadMismatchError, match="chip 64 when fitted, 128 here"):
+        check_head_applies(head, "other", {**fitted, "chip": 128})
+    with pytest.raises(HeadMismatchError, match="resampling"):
+        check_head_applies(head, "other", {**fitted, "resampling": "bilinear"})
+    with pytest.raises(HeadMismatchError, match="Fit a head"):
+        check_head_applies(head, "unknown-hash", None)
+
+
+def test_bundled_heads_record_the_preprocessing_they_hash() -> None:
+    import hashlib
+    import json
+
+    for model in ("softmap-default", "test-vit"):
+        head = resolve_head(None, model, None, Settings(offline=True))
+        blob = json.dumps(head.training["preprocessing"], sort_keys=True).encode()
+        assert hashlib.sha256(blob).hexdigest()[:16] == head.preprocessing_hash
