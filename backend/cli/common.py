@@ -13,14 +13,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backend.errors import SoftMapError
 
 if TYPE_CHECKING:
-    from backend.imagery.regions import Region
-    from backend.imagery.sources import SceneSource, SourceCatalog
-    from backend.models.inference import EmbeddingEngine
+    from pydantic import BaseModel
+
+    from backend.service import EngineOptions, RegionSpec, Workspace
 
 
 def add_db_option(p: argparse.ArgumentParser) -> None:
@@ -53,44 +53,64 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def engine_from_args(args: argparse.Namespace) -> EmbeddingEngine:
-    """The model (``--model``/``--checkpoint``) in an engine shaped by ``add_engine_options``."""
-    from backend.models import create_model
-    from backend.models.inference import EmbeddingEngine
-    from backend.settings import get_settings
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """``--checkpoint`` and the options of ``add_engine_options`` as the service's type."""
+    from backend.service import EngineOptions
 
-    if args.batch_size is not None and args.batch_size < 1:
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         raise invalid("--batch-size must be at least 1.")
-    model = create_model(args.model, checkpoint=args.checkpoint)
-    return EmbeddingEngine.from_settings(
-        model,
-        get_settings(),
-        device=args.device,
-        batch_size=args.batch_size,
-        readers=args.readers,
-        precision=args.precision,
+    return request(
+        EngineOptions,
+        checkpoint=getattr(args, "checkpoint", None),
+        device=getattr(args, "device", None),
+        batch_size=getattr(args, "batch_size", None),
+        precision=getattr(args, "precision", "auto"),
+        readers=getattr(args, "readers", None),
     )
 
 
 def db_path(args: argparse.Namespace) -> Path:
-    from backend.settings import get_settings
+    from backend.service import Workspace
 
-    return Path(args.db) if getattr(args, "db", None) else get_settings().db_path
-
-
-def catalog(args: argparse.Namespace | None = None) -> SourceCatalog:
-    """The sources a command can use: the bundled scenes plus those registered in the cache."""
-    from backend.store.catalog import open_catalog
-
-    return open_catalog(db_path(args) if args is not None else None)
+    return Path(args.db) if getattr(args, "db", None) else Workspace().db_path
 
 
-def region_and_source(args: argparse.Namespace) -> tuple[Region, SceneSource]:
-    from backend.imagery.regions import load_aoi, parse_bbox
+def workspace(args: argparse.Namespace | None = None) -> Workspace:
+    """The workspace of one command: the settings and the ``--db`` cache file."""
+    from backend.service import Workspace
 
-    source = catalog(args).get(args.source)
-    region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
-    return region, source
+    return Workspace(db_path=db_path(args) if args is not None else None)
+
+
+def region_of(args: argparse.Namespace) -> RegionSpec | None:
+    """The region named by ``--bbox``/``--aoi`` (None when neither is given)."""
+    from backend.service import region_spec
+
+    return region_spec(bbox=getattr(args, "bbox", None), path=getattr(args, "aoi", None))
+
+
+def required_region(args: argparse.Namespace) -> RegionSpec:
+    """The region of a command that needs one."""
+    spec = region_of(args)
+    if spec is None:
+        raise invalid("Give a region: --bbox W,S,E,N or --aoi FILE.")
+    return spec
+
+
+R = TypeVar("R", bound="BaseModel")
+
+
+def request(cls: type[R], **fields: Any) -> R:
+    """Build a service request; a value out of range is one line naming its option."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        names = [str(x) for x in first["loc"] if isinstance(x, str)]
+        option = "--" + names[-1].replace("_", "-") if names else "options"
+        raise invalid(f"{option}: {first['msg']}.") from None
 
 
 def print_json(obj: object) -> None:

@@ -11,12 +11,13 @@ from backend.cli.common import (
     add_engine_options,
     add_json_option,
     add_model_options,
-    catalog,
-    db_path,
-    engine_from_args,
+    engine_options,
     invalid,
     print_json,
     print_table,
+    request,
+    required_region,
+    workspace,
 )
 
 ORDER = 30
@@ -41,34 +42,23 @@ def register(sub: Any) -> None:
 
 
 def _change(args: argparse.Namespace) -> int:
-    from backend.analysis.change import detect_change
-    from backend.imagery.regions import load_aoi, parse_bbox
-    from backend.settings import get_settings
-    from backend.store.cache import EmbeddingCache
+    from backend.service import ChangeRequest, detect_region_change
 
     if args.k < 1:
         raise invalid("--k must be at least 1.")
     if args.out is not None and args.out.suffix.lower() not in (".tif", ".tiff"):
         raise invalid("--out must be a .tif path (the map is written as a COG).")
-    settings = get_settings()
-    sources = catalog(args)
-    before, after = sources.get(args.before), sources.get(args.after)
-    region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
-    engine = engine_from_args(args)
-    model = engine.model
-    with EmbeddingCache(db_path(args)) as cache:
-        result = detect_change(
-            region,
-            before,
-            after,
-            model,
-            cache,
-            k=args.k,
-            out=args.out,
-            engine=engine,
-            settings=settings,
-            catalog=sources,
-        )
+    req = request(
+        ChangeRequest,
+        before=args.before,
+        after=args.after,
+        region=required_region(args),
+        model=args.model,
+        engine=engine_options(args),
+        k=args.k,
+        out=args.out,
+    )
+    result = detect_region_change(workspace(args), req)
     payload = result.to_json()
     if args.json:
         print_json(payload)

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from backend.cli.commands.project import add_scope_options, region_of, scope_json, scope_of
-from backend.cli.common import add_db_option, add_json_option, db_path, invalid, print_json
+from backend.cli.commands.project import add_scope_options, scope_request
+from backend.cli.common import add_db_option, add_json_option, print_json, request, workspace
 
 ORDER = 32
 
@@ -26,74 +26,25 @@ def register(sub: Any) -> None:
     c.set_defaults(handler=_classify)
 
 
-def single_source(tile_ids: tuple[str, ...], source_id: str | None) -> str:
-    """The one source a map is drawn on (``--source`` or the only source in the scope)."""
-    from backend.imagery.tiling import parse_tile_id
-
-    if source_id:
-        return source_id
-    sources = sorted({parse_tile_id(t)[0] for t in tile_ids})
-    if len(sources) != 1:
-        raise invalid(f"The scope spans {len(sources)} sources: pass --source for the map.")
-    return sources[0]
-
-
 def _classify(args: argparse.Namespace) -> int:
-    from backend.classes.classifier import classify_scope
-    from backend.cli.common import catalog
-    from backend.outputs.exports import (
-        export_areas_csv,
-        export_probability_map,
-        export_tiles,
-        tile_format,
-    )
-    from backend.store.cache import EmbeddingCache
+    from backend.service import ClassifyRequest, classify
 
-    if args.out is not None:
-        tile_format(args.out)
-    region = region_of(args)
-    files: list[dict[str, object]] = []
-    with EmbeddingCache(db_path(args)) as cache:
-        scope = scope_of(args, cache)
-        result = classify_scope(cache, args.name, scope)
-        areas = result.areas(cache, region.geometry if region else None)
-        if args.out is not None:
-            files.append(
-                export_tiles(
-                    args.out, cache, result.tile_ids, {"probability": result.probabilities}
-                ).to_json()
-            )
-    if args.map is not None:
-        source = catalog(args).get(single_source(result.tile_ids, scope.source_id))
-        files.append(
-            export_probability_map(
-                args.map,
-                source,
-                result.tile_ids,
-                result.probabilities,
-                [args.name],
-                tags={"class": args.name, "model": scope.eset.model_id},
-            ).to_json()
-        )
-    if args.areas is not None:
-        extra = {"model": scope.eset.model_id, "scope": scope.key}
-        files.append(export_areas_csv(args.areas, areas, extra).to_json())
-    probs = result.probabilities
-    payload = {
-        "class": args.name,
-        "scope": scope_json(scope),
-        "classifier": result.report.to_json(),
-        "tiles": len(result.tile_ids),
-        "predicted_positive": int((probs >= 0.5).sum()),
-        "mean_probability": round(float(probs.mean()), 4),
-        "areas": [a.to_json() for a in areas],
-        "files": files,
-        "seconds": result.seconds,
-    }
+    req = request(
+        ClassifyRequest,
+        name=args.name,
+        scope=scope_request(args),
+        map=args.map,
+        out=args.out,
+        areas=args.areas,
+    )
+    outcome = classify(workspace(args), req)
+    payload = outcome.to_json()
     if args.json:
         print_json(payload)
         return 0
-    rep = result.report
+    rep = outcome.classification.report
+    probs = outcome.classification.probabilities
+    areas = outcome.areas
     acc = (
         f"cross-validated balanced accuracy {rep.cv_balanced_accuracy:.2f} ({rep.cv_folds} folds)"
         if rep.cv_balanced_accuracy is not None
@@ -108,6 +59,6 @@ def _classify(args: argparse.Namespace) -> int:
         f"(95 % {cls_area.low_km2:.2f}–{cls_area.high_km2:.2f}) of "
         f"{sum(a.expected_km2 for a in areas):.2f} km²."
     )
-    for f in files:
-        print(f"→ {f['path']}")
+    for f in outcome.files:
+        print(f"→ {f.path}")
     return 0

@@ -12,13 +12,13 @@ from backend.cli.common import (
     add_json_option,
     add_model_options,
     add_region_options,
-    catalog,
-    db_path,
-    engine_from_args,
+    engine_options,
     invalid,
     print_json,
     print_table,
-    region_and_source,
+    request,
+    required_region,
+    workspace,
 )
 
 ORDER = 0
@@ -49,31 +49,9 @@ def register(sub: Any) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from backend.models import list_models
-    from backend.models.weights import find_local_weights
+    from backend.service import list_model_infos
 
-    out: list[dict[str, Any]] = []
-    for meta in list_models():
-        path = find_local_weights(meta)
-        if meta.random_init_seed is not None:
-            weights = "built-in (seeded random init)"
-        else:
-            weights = str(path) if path else "not found locally"
-        out.append(
-            {
-                "id": meta.id,
-                "title": meta.title,
-                "architecture": meta.architecture,
-                "sensor": meta.sensor,
-                "bands": list(meta.bands),
-                "normalization": meta.normalization.scheme,
-                "chip_size": meta.chip_size,
-                "patch_size": meta.patch_size,
-                "embed_dim": meta.embed_dim,
-                "license": meta.license,
-                "weights": weights,
-            }
-        )
+    out = [m.to_json() for m in list_model_infos()]
     if args.json:
         print_json({"models": out})
         return 0
@@ -93,15 +71,12 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+    from backend.service import recent_runs
 
-    from backend.store.cache import EmbeddingCache
-
-    with EmbeddingCache(db_path(args), read_only=True) as cache:
-        stats = cache.stats()
-        runs = cache.runs(limit=args.limit)
+    report = recent_runs(workspace(args), limit=args.limit)
+    stats, runs = report.stats, report.runs
     if args.json:
-        print_json({"cache": asdict(stats), "runs": runs})
+        print_json(report.to_json())
         return 0
     print(
         f"{stats.path}: {stats.size_bytes / 2**20:.1f} MB, {stats.sources} sources, "
@@ -127,32 +102,25 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from backend.embedding.pipeline import embed_region
-    from backend.settings import get_settings
-    from backend.store.cache import EmbeddingCache
+    from backend.service import EmbedRequest, embed
 
-    settings = get_settings()
     if args.max_nodata is not None and not 0 <= args.max_nodata <= 1:
         raise invalid("--max-nodata must be between 0 and 1.")
     if args.max_cloud is not None and not 0 <= args.max_cloud <= 1:
         raise invalid("--max-cloud must be between 0 and 1.")
-    region, source = region_and_source(args)
-    engine = engine_from_args(args)
-    with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
-        result = embed_region(
-            region,
-            source,
-            engine.model,
-            cache,
-            engine=engine,
-            settings=settings,
-            catalog=catalog(args),
-            chip=args.chip,
-            stride=args.stride,
-            max_nodata_fraction=args.max_nodata,
-            max_cloud_fraction=args.max_cloud,
-            progress=bar.update,
-        )
+    req = request(
+        EmbedRequest,
+        source=args.source,
+        region=required_region(args),
+        model=args.model,
+        engine=engine_options(args),
+        chip=args.chip,
+        stride=args.stride,
+        max_nodata=args.max_nodata,
+        max_cloud=args.max_cloud,
+    )
+    with ProgressBar(disable=args.quiet) as bar:
+        result = embed(workspace(args), req, progress=bar.update)
     if args.json:
         payload = result.to_json()
         payload.pop("tile_ids")

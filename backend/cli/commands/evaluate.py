@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.cli.common import add_json_option, print_json, print_table
+from backend.cli.common import add_json_option, print_json, print_table, request, workspace
 
 ORDER = 61
 
@@ -40,46 +40,23 @@ def register(sub: Any) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from backend.cli.common import catalog
-    from backend.models import create_model
-    from backend.models.weights import find_local_weights
-    from backend.settings import get_settings
-    from backend.training.config import DEFAULT_HOLDOUT
-    from backend.training.evaluation import C_GRID, Candidate, evaluate
+    from backend.service import EvalRequest, evaluate_model
 
-    source = catalog(None).get(args.source)
-    model = create_model(args.model, args.checkpoint)
-    candidates = [Candidate(model.meta.id, "the model (SoftCon loss)", model)]
-    ablation: Path | None = args.ablation
-    if ablation is None:
-        default = get_settings().assets_dir / "models" / f"{model.meta.id}-nosoft.pt"
-        ablation = default if default.is_file() else None
-    if ablation is not None:
-        candidates.append(
-            Candidate(
-                "no-soft", "same recipe, soft targets off", create_model(model.meta.id, ablation)
-            )
-        )
-    else:
-        print("softmap: no ablation weights (--ablation); skipping 'no-soft'", file=sys.stderr)
-    random = create_model(model.meta.id, pretrained=False)
-    candidates.append(
-        Candidate("random-init", "same architecture, random weights (seed 0)", random)
+    req = request(
+        EvalRequest,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        ablation=args.ablation,
+        source=args.source,
+        mapping=args.mapping,
+        c=args.c,
     )
-    candidates.append(Candidate("band-stats", "per-band mean and std of the chip (no model)"))
-    holdout = (
-        DEFAULT_HOLDOUT.model_copy(update={"source": source.id})
-        if source.id != DEFAULT_HOLDOUT.source
-        else DEFAULT_HOLDOUT
-    )
-    grid = (args.c,) if args.c else C_GRID
-    report = evaluate(source, candidates, holdout, mapping=args.mapping, c_grid=grid)
+    outcome = evaluate_model(workspace(), req)
+    for line in outcome.skipped:
+        print(f"softmap: {line}", file=sys.stderr)
+    report = outcome.report
     if args.json:
-        out = report.to_json()
-        out["weights"] = str(
-            model.load_report.path if model.load_report else find_local_weights(model.meta)
-        )
-        print_json(out)
+        print_json(outcome.to_json())
         return 0
     print(
         f"{report.source}: {report.labelled} labelled tiles of {report.tiles} ({report.chip} px); "

@@ -15,8 +15,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from backend.cli.commands.project import add_scope_options, region_of, scope_json, scope_of
-from backend.cli.common import add_db_option, add_json_option, db_path, invalid, print_json
+from backend.cli.commands.project import add_scope_options, scope_request
+from backend.cli.common import (
+    add_db_option,
+    add_json_option,
+    invalid,
+    print_json,
+    request,
+    workspace,
+)
 
 ORDER = 34
 KINDS = ("predictions", "map", "areas", "embeddings")
@@ -36,49 +43,23 @@ def register(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from backend.classes.classifier import classify_scope
-    from backend.cli.commands.classify import single_source
-    from backend.cli.common import catalog
-    from backend.outputs.exports import (
-        export_areas_csv,
-        export_embeddings,
-        export_probability_map,
-        export_tiles,
-        tile_format,
-    )
-    from backend.store.cache import EmbeddingCache
+    from backend.service import ExportRequest, export
 
     if args.kind != "embeddings" and not args.class_name:
         raise invalid(f"`softmap export {args.kind}` needs --class NAME.")
-    if args.kind == "predictions":
-        tile_format(args.out)
-    region = region_of(args)
-    with EmbeddingCache(db_path(args), read_only=args.kind == "embeddings") as cache:
-        scope = scope_of(args, cache)
-        if args.kind == "embeddings":
-            written = export_embeddings(args.out, cache, scope.eset, list(scope.tile_ids))
-        else:
-            result = classify_scope(cache, args.class_name, scope)
-            if args.kind == "predictions":
-                written = export_tiles(
-                    args.out, cache, result.tile_ids, {"probability": result.probabilities}
-                )
-            elif args.kind == "areas":
-                areas = result.areas(cache, region.geometry if region else None)
-                extra = {"model": scope.eset.model_id, "scope": scope.key}
-                written = export_areas_csv(args.out, areas, extra)
-    if args.kind == "map":
-        source = catalog(args).get(single_source(result.tile_ids, scope.source_id))
-        written = export_probability_map(
-            args.out,
-            source,
-            result.tile_ids,
-            result.probabilities,
-            [args.class_name],
-            tags={"class": args.class_name, "model": scope.eset.model_id},
-        )
+    req = request(
+        ExportRequest,
+        kind=args.kind,
+        class_name=args.class_name,
+        scope=scope_request(args),
+        out=args.out,
+    )
+    outcome = export(workspace(args), req)
     if args.json:
-        print_json({"kind": args.kind, "scope": scope_json(scope), **written.to_json()})
+        print_json(outcome.to_json())
     else:
-        print(f"{args.kind}: {written.rows} rows of {scope.describe()} → {written.path}")
+        print(
+            f"{args.kind}: {outcome.written.rows} rows of {outcome.scope.describe()} "
+            f"→ {outcome.written.path}"
+        )
     return 0

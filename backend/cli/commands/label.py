@@ -15,14 +15,16 @@ from backend.cli.common import (
     add_db_option,
     add_json_option,
     add_region_options,
-    db_path,
     invalid,
     print_json,
     print_table,
+    region_of,
+    request,
+    workspace,
 )
 
 if TYPE_CHECKING:
-    from backend.store.cache import EmbeddingCache
+    from backend.service import TileSelection
 
 ORDER = 31
 
@@ -64,98 +66,84 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_label)
 
 
-def _resolve_tiles(args: argparse.Namespace, cache: EmbeddingCache) -> tuple[list[str], str]:
-    from backend.imagery.regions import load_aoi, parse_bbox
-    from backend.store.scopes import embedding_sets_for, tiles_at_point, tiles_in_geometry
+def _selection(args: argparse.Namespace) -> TileSelection:
+    """The tiles ``--tile``, ``--point``, ``--bbox``/``--aoi`` name (``--model``: its tiles)."""
+    from backend.service import TileSelection
 
-    eset = None
-    if args.model:
-        sets = embedding_sets_for(cache, args.model)
-        eset = max(sets, key=lambda s: s.set_id)
-    ids = list(args.tile)
-    origins = ["id"] if args.tile else []
+    points = []
     for text in args.point:
         try:
             lon, lat = (float(v) for v in text.split(","))
         except ValueError:
             raise invalid(f"--point takes LON,LAT (e.g. -75.64,37.65), not '{text}'.") from None
-        ids.append(tiles_at_point(cache, lon, lat, eset))
-        origins.append("point")
-    if args.bbox or args.aoi:
-        region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
-        inside = tiles_in_geometry(cache, region.geometry, eset)
-        if not inside:
-            raise invalid(f"No cached tile has its centre inside {region.describe()}.")
-        ids += inside
-        origins.append("polygon")
-    if not ids:
+        points.append((lon, lat))
+    region = region_of(args)
+    if not (args.tile or points or region):
         raise invalid("Name the tiles: --tile ID, --point LON,LAT, --bbox W,S,E,N or --aoi FILE.")
-    return ids, "+".join(origins)
+    return request(
+        TileSelection, tiles=tuple(args.tile), points=tuple(points), region=region, model=args.model
+    )
 
 
 def _label(args: argparse.Namespace) -> int:
-    from backend.classes import user_classes as uc
-    from backend.store.cache import EmbeddingCache
+    from backend import service
 
-    read_only = args.action in ("list", "export")
-    with EmbeddingCache(db_path(args), read_only=read_only) as cache:
-        out: dict[str, Any]
-        if args.action in ("add", "remove"):
-            ids, origin = _resolve_tiles(args, cache)
-            if args.action == "add":
-                change = uc.add_labels(
-                    cache, args.name, ids, positive=not args.negative, origin=args.origin or origin
-                )
-            else:
-                change = uc.remove_labels(cache, args.name, ids)
-            out = change.to_json()
-            verb = "removed" if args.action == "remove" else (
-                "positive" if change.positive else "negative"
-            )  # fmt: skip
-            text = f"{change.class_name}: {change.tiles} tiles {verb}"
-            if change.created_class:
-                text += " (new class)"
-        elif args.action == "list" and args.name is None:
-            found = uc.classes(cache)
-            out = {"classes": [c.to_json() for c in found]}
-            text = ""
-            if not args.json:
-                rows = [(c.name, str(c.positives), str(c.negatives)) for c in found]
-                print_table(("CLASS", "POSITIVE", "NEGATIVE"), rows)
-        elif args.action == "list":
-            found_labels = uc.labels(cache, args.name)
-            out = {"class": args.name, "labels": [lb.to_json() for lb in found_labels]}
-            text = ""
-            if not args.json:
-                label_rows = [
-                    (
-                        lb.tile_id,
-                        "positive" if lb.positive else "negative",
-                        lb.origin,
-                        f"{lb.labelled_at:%Y-%m-%d %H:%M:%S}" if lb.labelled_at else "",
-                    )
-                    for lb in found_labels
-                ]
-                print_table(("TILE", "LABEL", "ORIGIN", "LABELLED"), label_rows)
-        elif args.action == "rename":
-            cls = uc.rename_class(cache, args.name, args.new_name)
-            out = {"renamed": args.name, "class": cls.to_json()}
-            text = f"{args.name} → {cls.name}"
-        elif args.action == "delete":
-            removed = uc.delete_class(cache, args.name)
-            out = {"deleted": args.name, "labels": removed}
-            text = f"deleted {args.name} and its {removed} labels"
-        elif args.action == "export":
-            n = uc.export_labels(cache, args.out, args.name)
-            out = {"path": str(args.out), "features": n}
-            text = f"{n} labels → {args.out}"
-        else:
-            changes = uc.import_labels(cache, args.file)
-            out = {"imported": [c.to_json() for c in changes]}
-            text = "; ".join(
-                f"{c.class_name}: {c.tiles} {'positive' if c.positive else 'negative'}"
-                for c in changes
+    ws = workspace(args)
+    out: dict[str, Any]
+    if args.action in ("add", "remove"):
+        if args.action == "add":
+            change = service.add_labels(
+                ws, args.name, _selection(args), positive=not args.negative, origin=args.origin
             )
+        else:
+            change = service.remove_labels(ws, args.name, _selection(args))
+        out = change.to_json()
+        verb = "removed" if args.action == "remove" else (
+            "positive" if change.positive else "negative"
+        )  # fmt: skip
+        text = f"{change.class_name}: {change.tiles} tiles {verb}"
+        if change.created_class:
+            text += " (new class)"
+    elif args.action == "list" and args.name is None:
+        found = service.list_classes(ws)
+        out = {"classes": [c.to_json() for c in found]}
+        text = ""
+        if not args.json:
+            rows = [(c.name, str(c.positives), str(c.negatives)) for c in found]
+            print_table(("CLASS", "POSITIVE", "NEGATIVE"), rows)
+    elif args.action == "list":
+        found_labels = service.class_labels(ws, args.name)
+        out = {"class": args.name, "labels": [lb.to_json() for lb in found_labels]}
+        text = ""
+        if not args.json:
+            label_rows = [
+                (
+                    lb.tile_id,
+                    "positive" if lb.positive else "negative",
+                    lb.origin,
+                    f"{lb.labelled_at:%Y-%m-%d %H:%M:%S}" if lb.labelled_at else "",
+                )
+                for lb in found_labels
+            ]
+            print_table(("TILE", "LABEL", "ORIGIN", "LABELLED"), label_rows)
+    elif args.action == "rename":
+        cls = service.rename_class(ws, args.name, args.new_name)
+        out = {"renamed": args.name, "class": cls.to_json()}
+        text = f"{args.name} → {cls.name}"
+    elif args.action == "delete":
+        removed = service.delete_class(ws, args.name)
+        out = {"deleted": args.name, "labels": removed}
+        text = f"deleted {args.name} and its {removed} labels"
+    elif args.action == "export":
+        n = service.export_labels(ws, args.out, args.name)
+        out = {"path": str(args.out), "features": n}
+        text = f"{n} labels → {args.out}"
+    else:
+        changes = service.import_labels(ws, args.file)
+        out = {"imported": [c.to_json() for c in changes]}
+        text = "; ".join(
+            f"{c.class_name}: {c.tiles} {'positive' if c.positive else 'negative'}" for c in changes
+        )
     if args.json:
         print_json(out)
     elif text:

@@ -16,13 +16,15 @@ from backend.cli.common import (
     add_json_option,
     add_model_options,
     add_region_options,
-    catalog,
     db_path,
-    engine_from_args,
+    engine_options,
     invalid,
     print_json,
     print_table,
-    region_and_source,
+    region_of,
+    request,
+    required_region,
+    workspace,
 )
 
 ORDER = 20
@@ -83,29 +85,27 @@ def _landcover(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from backend.landcover.maps import predict_landcover, resolve_head
-    from backend.store.cache import EmbeddingCache
+    from backend.service import LandCoverRequest, map_landcover
 
-    region, source = region_and_source(args)
     if args.out and not str(args.out).lower().endswith((".tif", ".tiff")):
         raise invalid(f"--out {args.out}: the map is a GeoTIFF, give a .tif path.")
-    engine = engine_from_args(args)
-    with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
-        head = resolve_head(cache, engine.model.meta.id, args.head)  # fail before embedding
-        result = predict_landcover(
-            region,
-            source,
-            engine.model,
-            cache,
-            engine=engine,
-            head=head,
-            progress=bar.update,
-            tokens=not args.no_tokens,
-        )
-    out = str(result.write_cog(args.out)) if args.out else None
+    req = request(
+        LandCoverRequest,
+        source=args.source,
+        region=required_region(args),
+        model=args.model,
+        head=args.head,
+        tokens=not args.no_tokens,
+        out=args.out,
+        engine=engine_options(args),
+    )
+    with ProgressBar(disable=args.quiet) as bar:
+        result = map_landcover(workspace(args), req, progress=bar.update)
+    out = str(args.out) if args.out else None
     if args.json:
         print_json({**result.to_json(), "out": out, "db": str(db_path(args))})
         return 0
+    source = result.source
     cells = result.token_probabilities is not None
     print(
         f"{len(result.tile_ids)} tiles of {source.id} with {result.head['model_id']} / head "
@@ -129,36 +129,30 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from backend.imagery.regions import load_aoi, parse_bbox
-    from backend.landcover.labels import MIN_LABELLED_FRACTION, get_mapping, user_label_raster
-    from backend.landcover.maps import fit_head
-    from backend.store.cache import EmbeddingCache
+    from backend.service import FitHeadRequest, fit_landcover_head
 
     if args.head or args.out:
         raise invalid("--head and --out belong to the map form, not `fit`.")
     if args.labels and not args.mapping:
         raise invalid("--labels needs --mapping NAME (e.g. esa-worldcover, dynamic-world).")
-    mapping = get_mapping(args.mapping) if args.mapping else None
-    min_labelled = MIN_LABELLED_FRACTION if args.min_labelled is None else args.min_labelled
-    if not 0 < min_labelled <= 1:
+    if args.min_labelled is not None and not 0 < args.min_labelled <= 1:
         raise invalid("--min-labelled must be in (0, 1].")
-    source = catalog(args).get(args.source)
-    region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi) if args.aoi else None
-    labels = user_label_raster(args.labels) if args.labels else None
-    engine = engine_from_args(args)
-    with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
-        result = fit_head(
-            source,
-            engine.model,
-            cache,
-            region=region,
-            labels=labels,
-            mapping=mapping,
-            engine=engine,
-            min_labelled=min_labelled,
-            bundle=args.bundle,
-            progress=bar.update,
-        )
+    fields: dict[str, Any] = (
+        {} if args.min_labelled is None else {"min_labelled": args.min_labelled}
+    )
+    req = request(
+        FitHeadRequest,
+        source=args.source,
+        model=args.model,
+        region=region_of(args),
+        labels=args.labels,
+        mapping=args.mapping,
+        bundle=args.bundle,
+        engine=engine_options(args),
+        **fields,
+    )
+    with ProgressBar(disable=args.quiet) as bar:
+        result = fit_landcover_head(workspace(args), req, progress=bar.update)
     if args.json:
         print_json(result.to_json())
         return 0
@@ -187,15 +181,9 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _heads(args: argparse.Namespace) -> int:
-    from backend.landcover.maps import list_heads
-    from backend.store.cache import EmbeddingCache
+    from backend.service import landcover_heads
 
-    path = db_path(args)
-    if path.exists():
-        with EmbeddingCache(path, read_only=True) as cache:
-            heads = list_heads(cache, args.model)
-    else:
-        heads = list_heads(None, args.model)
+    heads = landcover_heads(workspace(args), args.model)
     infos = [h.info() for h in heads]
     if args.json:
         print_json({"heads": infos})

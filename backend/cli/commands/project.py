@@ -14,16 +14,15 @@ from backend.cli.common import (
     add_db_option,
     add_json_option,
     add_region_options,
-    catalog,
-    db_path,
     invalid,
     print_json,
+    region_of,
+    request,
+    workspace,
 )
 
 if TYPE_CHECKING:
-    from backend.imagery.regions import Region
-    from backend.store.cache import EmbeddingCache
-    from backend.store.scopes import Scope
+    from backend.service import ScopeRequest
 
 ORDER = 30
 
@@ -38,35 +37,11 @@ def add_scope_options(p: argparse.ArgumentParser, *, model_required: bool = True
     )
 
 
-def region_of(args: argparse.Namespace) -> Region | None:
-    """The region named by ``--bbox``/``--aoi``, if any (``--source`` is checked to exist)."""
-    from backend.imagery.regions import load_aoi, parse_bbox
+def scope_request(args: argparse.Namespace) -> ScopeRequest:
+    """The scope the options name: ``--model`` with ``--source`` and ``--bbox``/``--aoi``."""
+    from backend.service import ScopeRequest
 
-    if getattr(args, "source", None):
-        catalog(args).get(args.source)
-    if getattr(args, "bbox", None):
-        return parse_bbox(args.bbox)
-    if getattr(args, "aoi", None):
-        return load_aoi(args.aoi)
-    return None
-
-
-def scope_of(args: argparse.Namespace, cache: EmbeddingCache) -> Scope:
-    """The embedded tiles of ``--model`` in the scope the options name."""
-    from backend.store.scopes import resolve_scope
-
-    return resolve_scope(cache, args.model, region=region_of(args), source_id=args.source)
-
-
-def scope_json(scope: Scope) -> dict[str, Any]:
-    return {
-        "kind": scope.kind,
-        "key": scope.key,
-        "source": scope.source_id,
-        "model": scope.eset.model_id,
-        "preprocessing_hash": scope.eset.preprocessing_hash,
-        "tiles": len(scope.tile_ids),
-    }
+    return request(ScopeRequest, model=args.model, source=args.source, region=region_of(args))
 
 
 def register(sub: Any) -> None:
@@ -87,35 +62,26 @@ def register(sub: Any) -> None:
 
 
 def _project(args: argparse.Namespace) -> int:
-    from backend.analysis.projection import ProjectionParams, project
-    from backend.outputs.exports import export_tiles, tile_format
-    from backend.store.cache import EmbeddingCache
+    from backend.service import ProjectRequest, project_scope
 
     if args.pca_dims < 0 or args.neighbors < 2 or (args.epochs is not None and args.epochs < 1):
         raise invalid("--pca-dims must be ≥ 0, --neighbors ≥ 2 and --epochs ≥ 1.")
-    if args.out is not None:
-        tile_format(args.out)
-    params = ProjectionParams(
+    req = request(
+        ProjectRequest,
+        scope=scope_request(args),
         method=args.method,
         pca_dims=args.pca_dims,
-        n_neighbors=args.neighbors,
+        neighbors=args.neighbors,
         min_dist=args.min_dist,
-        n_epochs=args.epochs,
+        epochs=args.epochs,
         seed=args.seed,
+        refit=args.refit,
+        out=args.out,
     )
-    with EmbeddingCache(db_path(args)) as cache:
-        scope = scope_of(args, cache)
-        result = project(cache, scope, params, refit=args.refit)
-        written = None
-        if args.out is not None:
-            written = export_tiles(
-                args.out, cache, result.tile_ids, {"x": result.xy[:, 0], "y": result.xy[:, 1]}
-            )
+    outcome = project_scope(workspace(args), req)
+    scope, result, written = outcome.scope, outcome.projection, outcome.written
     if args.json:
-        payload = {"scope": scope_json(scope), **result.to_json(points=args.points)}
-        if written is not None:
-            payload["file"] = written.to_json()
-        print_json(payload)
+        print_json(outcome.to_json(points=args.points))
         return 0
     how = (
         "from the cache"

@@ -14,10 +14,12 @@ from backend.cli.common import (
     add_model_options,
     add_region_options,
     db_path,
-    engine_from_args,
+    engine_options,
     invalid,
     print_json,
-    region_and_source,
+    request,
+    required_region,
+    workspace,
 )
 
 ORDER = 36
@@ -46,39 +48,39 @@ def register(sub: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from backend.landcover.maps import resolve_head
-    from backend.outputs.report import build_report
-    from backend.store.cache import EmbeddingCache
+    from backend.service import ReportRequest, report
 
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise invalid(f"--out {args.out}: the report is HTML, give a .html path.")
     if args.classes and args.no_classes:
         raise invalid("--class and --no-classes contradict each other.")
-    region, source = region_and_source(args)
-    engine = engine_from_args(args)
     names: tuple[str, ...] | None = () if args.no_classes else args.classes
-    with EmbeddingCache(db_path(args)) as cache, ProgressBar(disable=args.quiet) as bar:
-        resolve_head(cache, engine.model.meta.id, args.head)  # fail before embedding
-        report = build_report(
-            region, source, engine.model, cache, class_names=names, head=args.head,
-            engine=engine, progress=bar.update,
-        )  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report.html, encoding="utf-8")
+    req = request(
+        ReportRequest,
+        source=args.source,
+        region=required_region(args),
+        model=args.model,
+        head=args.head,
+        classes=tuple(names) if names is not None else None,
+        out=args.out,
+        engine=engine_options(args),
+    )
+    with ProgressBar(disable=args.quiet) as bar:
+        page = report(workspace(args), req, progress=bar.update)
     if args.json:
-        print_json({**report.to_json(), "out": str(args.out), "db": str(db_path(args))})
+        print_json({**page.to_json(), "out": str(args.out), "db": str(db_path(args))})
         return 0
-    lc = report.landcover
+    lc = page.landcover
     crops = next(a for a in lc.areas if a.name == "crops")
-    top = ", ".join(f"{a.name} {a.expected_km2:.2f} km²" for a in report.ranked_areas[:3])
+    top = ", ".join(f"{a.name} {a.expected_km2:.2f} km²" for a in page.ranked_areas[:3])
     print(
-        f"{report.title}: {len(lc.tile_ids)} tiles, {lc.region_km2:.2f} km² mapped; cropland "
+        f"{page.title}: {len(lc.tile_ids)} tiles, {lc.region_km2:.2f} km² mapped; cropland "
         f"{crops.expected_km2:.2f} km² (95% {crops.low_km2:.2f}–{crops.high_km2:.2f}); top: {top}"
     )
-    for u in report.user_classes:
+    for u in page.user_classes:
         if u.area is None:
             print(f"class {u.name}: {u.error}")
         else:
             print(f"class {u.name}: {u.area.expected_km2:.2f} km² expected")
-    print(f"report → {args.out} ({len(report.html.encode()) / 1e6:.2f} MB)")
+    print(f"report → {args.out} ({len(page.html.encode()) / 1e6:.2f} MB)")
     return 0

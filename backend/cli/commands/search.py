@@ -8,10 +8,12 @@ from typing import Any
 from backend.cli.common import (
     add_db_option,
     add_json_option,
-    db_path,
     invalid,
     print_json,
     print_table,
+    region_of,
+    request,
+    workspace,
 )
 
 ORDER = 20
@@ -60,37 +62,33 @@ def _parse_point(text: str) -> tuple[float, float]:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from backend.imagery.regions import load_aoi, parse_bbox
-    from backend.search.query import Scope, ScopeKind, search
-    from backend.store.cache import EmbeddingCache
+    from backend.service import SearchRequest, find_similar
 
     if not (args.tile or args.point or args.positive):
         raise invalid("Give a query: --tile ID, --point LON,LAT or --positive ID.")
     point = _parse_point(args.point) if args.point else None
-    region = parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi) if args.aoi else None
-    kind: ScopeKind = args.scope or ("region" if region else "source" if args.source else "all")
-    if kind == "source" and not args.source:
+    region = region_of(args)
+    if args.scope == "source" and not args.source:
         raise invalid("--scope source needs --source.")
-    if kind == "region" and region is None:
+    if args.scope == "region" and region is None:
         raise invalid("--scope region needs --bbox or --aoi.")
-    scope = Scope(
-        kind, args.source if kind != "all" else None, region if kind == "region" else None
+    req = request(
+        SearchRequest,
+        model=args.model,
+        source=args.source,
+        region=region,
+        tiles=tuple(args.tile),
+        point=point,
+        positives=tuple(args.positive),
+        negatives=tuple(args.negative),
+        k=args.k,
+        threshold=args.threshold,
+        scope=args.scope,
+        suppress=not args.no_suppress,
+        engine=args.engine,
+        preprocessing=args.preprocessing,
     )
-    with EmbeddingCache(db_path(args), read_only=True) as cache:
-        response = search(
-            cache,
-            args.model,
-            tiles=args.tile,
-            point=point,
-            positives=args.positive,
-            negatives=args.negative,
-            scope=scope,
-            k=args.k,
-            threshold=args.threshold,
-            suppress=not args.no_suppress,
-            engine=args.engine,
-            preprocessing_hash=args.preprocessing,
-        )
+    response = find_similar(workspace(args), req)
     if args.json:
         print_json(response.to_json())
         return 0

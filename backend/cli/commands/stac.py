@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backend.cli.common import (
     add_db_option,
     add_json_option,
     add_model_options,
-    db_path,
     invalid,
     print_json,
     print_table,
+    request,
+    required_region,
+    workspace,
 )
-
-if TYPE_CHECKING:
-    from backend.imagery.regions import Region
 
 ORDER = 15
 
@@ -58,33 +57,25 @@ def register(sub: Any) -> None:
     a.set_defaults(handler=_add)
 
 
-def _region(args: argparse.Namespace) -> Region:
-    from backend.imagery.regions import load_aoi, parse_bbox
-
-    return parse_bbox(args.bbox) if args.bbox else load_aoi(args.aoi)
-
-
-def _run_search(args: argparse.Namespace) -> tuple[Region, Any]:
-    from backend.imagery.stac import search
-
+def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_cloud is not None and not 0 <= args.max_cloud <= 100:
         raise invalid("--max-cloud must be between 0 and 100.")
     if args.limit is not None and args.limit < 1:
         raise invalid("--limit must be at least 1.")
-    region = _region(args)
-    result = search(
-        region,
-        args.dates,
-        api_url=args.api,
-        collections=args.collection,
-        max_cloud=args.max_cloud,
-        max_items=args.limit,
-    )
-    return region, result
+    return {
+        "region": required_region(args),
+        "dates": args.dates,
+        "api_url": args.api,
+        "collections": tuple(args.collection) if args.collection else None,
+        "max_cloud": args.max_cloud,
+        "limit": args.limit,
+    }
 
 
 def _search(args: argparse.Namespace) -> int:
-    _, result = _run_search(args)
+    from backend.service import StacSearchRequest, stac_search
+
+    result = stac_search(workspace(args), request(StacSearchRequest, **_search_fields(args)))
     if args.json:
         print_json(
             {
@@ -110,54 +101,25 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from backend.imagery.stac import build_source, save_manifest, selection_tiles
-    from backend.store.acquisitions import record_source, record_tiles
-    from backend.store.cache import EmbeddingCache
-    from backend.store.catalog import register_source
+    from backend.service import EngineOptions, StacAddRequest, stac_add
 
-    model = None
-    if args.model:
-        from backend.models import create_model
-
-        model = create_model(args.model, checkpoint=args.checkpoint)
-    chip = args.chip or (model.meta.chip_size if model else 224)
-    if chip < 8:
+    if args.chip is not None and args.chip < 8:
         raise invalid("--chip must be at least 8.")
-    region, result = _run_search(args)
-    db = db_path(args)
-    folder = db.parent / "stac"
-    stac = build_source(result, region, per_tile=args.per_tile, chip=chip, item_id=args.item,
-                        folder=folder)  # fmt: skip
-    manifest = save_manifest(stac.source, folder / stac.source.id.replace("/", "_"))
-    payload: dict[str, Any] = {
-        "source": stac.source.id,
-        "manifest": str(manifest),
-        "mode": "per-tile" if stac.selection else "best",
-        "items": [i.summary() for i in stac.items],
-        "cells_per_item": stac.selection.counts() if stac.selection else None,
-    }
-    with EmbeddingCache(db) as cache:
-        register_source(cache, stac.source)
-        record_source(cache, stac, manifest)
-        record_tiles(cache, stac, selection_tiles(stac, region, chip))
-        if model is not None:
-            from backend.embedding.pipeline import embed_region
-
-            embedded = embed_region(region, stac.source, model, cache)
-            record_tiles(cache, stac, [_offsets(t) for t in embedded.tile_ids])
-            payload["embedded"] = {k: v for k, v in embedded.to_json().items() if k != "tile_ids"}
+    req = request(
+        StacAddRequest,
+        **_search_fields(args),
+        item_id=args.item,
+        per_tile=args.per_tile,
+        chip=args.chip,
+        model=args.model,
+        engine=EngineOptions(checkpoint=args.checkpoint),
+    )
+    added = stac_add(workspace(args), req)
     if args.json:
-        print_json(payload)
+        print_json(added.to_json())
     else:
         print(
-            f"Added {stac.source.id} ({payload['mode']}, {len(stac.items)} item(s), "
-            f"{stac.source.date}); use it as --source {stac.source.id}"
+            f"Added {added.source.id} ({added.mode}, {len(added.items)} item(s), "
+            f"{added.source.date}); use it as --source {added.source.id}"
         )
     return 0
-
-
-def _offsets(tile_id: str) -> tuple[str, int, int, int]:
-    from backend.imagery.tiling import parse_tile_id
-
-    _, size, stride, row, col = parse_tile_id(tile_id)
-    return tile_id, row * stride, col * stride, size

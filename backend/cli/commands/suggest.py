@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from backend.cli.commands.project import add_scope_options, scope_json, scope_of
-from backend.cli.common import add_db_option, add_json_option, db_path, invalid, print_json
+from backend.cli.commands.project import add_scope_options, scope_request
+from backend.cli.common import (
+    add_db_option,
+    add_json_option,
+    invalid,
+    print_json,
+    print_table,
+    request,
+    workspace,
+)
 
 ORDER = 33
 
@@ -22,29 +30,18 @@ def register(sub: Any) -> None:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    from backend.classes.active_learning import suggest
-    from backend.cli.common import print_table
-    from backend.store.cache import EmbeddingCache
+    from backend.service import SuggestRequest, suggest_labels
 
     if args.k < 1:
         raise invalid("--k must be at least 1.")
-    with EmbeddingCache(db_path(args), read_only=True) as cache:
-        scope = scope_of(args, cache)
-        found = suggest(cache, args.name, scope, k=args.k)
+    req = request(SuggestRequest, name=args.name, scope=scope_request(args), k=args.k)
+    outcome = suggest_labels(workspace(args), req)
     if args.json:
-        print_json(
-            {
-                "class": args.name,
-                "scope": scope_json(scope),
-                "classifier": found.report.to_json(),
-                "candidates": found.candidates,
-                "suggestions": [s.to_json() for s in found.suggestions],
-            }
-        )
+        print_json(outcome.to_json())
         return 0
     rows = [
         (s.tile_id, f"{s.probability:.3f}", f"{s.uncertainty:.3f}", f"{s.lon:.5f},{s.lat:.5f}")
-        for s in found.suggestions
+        for s in outcome.suggestions.suggestions
     ]
     print_table(("TILE", "P", "UNCERTAINTY", "LON,LAT"), rows)
     return 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.cli.common import add_json_option, invalid, print_json
+from backend.cli.common import add_json_option, invalid, print_json, workspace
 
 ORDER = 60
 
@@ -91,17 +91,9 @@ def _sources(values: list[str] | None) -> dict[str, str | None] | None:
 def _softcon(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from backend.cli.common import catalog
-    from backend.landcover.labels import get_mapping
-    from backend.training import TrainConfig, train_softcon
-    from backend.training.trainer import StepInfo
+    from backend.service import StepInfo, TrainConfig, TrainRequest, pretrain
 
     sources = _sources(args.source)
-    cat = catalog(None)
-    for sid, mapping in (sources or {}).items():
-        cat.get(sid)
-        if mapping:
-            get_mapping(mapping)
     fields: dict[str, Any] = {
         "model": args.model,
         "init": str(args.init),
@@ -145,9 +137,8 @@ def _softcon(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        result = train_softcon(
-            cfg, args.out, name=args.name, catalog=cat, save_half=args.half, on_step=on_step
-        )
+        req = TrainRequest(config=cfg, out=args.out, name=args.name, half=args.half)
+        result = pretrain(workspace(), req, on_step=on_step)
     finally:
         if bar is not None:
             bar.close()
