@@ -10,6 +10,19 @@ Two schemes are implemented:
 ``zscore``
     ``(x - mean) / std`` as torchgeo's SSL4EO-S12 transforms do. Offered for weights trained
     that way and for comparisons; with SoftCon weights it shifts the input distribution.
+
+Sentinel-1 (the ``softcon-*-s1`` models)
+    Input is VV, VH (in that order) as σ⁰ backscatter **in dB**, as in SSL4EO-S12's S1 GRD
+    (Earth Engine ``COPERNICUS/S1_GRD``: thermal noise removed, radiometrically calibrated,
+    terrain corrected, ``10·log10`` of linear power). Linear-power sources are converted to dB
+    when read (:mod:`backend.imagery.reader`). The statistics :data:`S1_GRD_MEAN` /
+    :data:`S1_GRD_STD` (VV −12.59 ± 5.26 dB, VH −20.26 ± 5.91 dB) are SSL4EO-S12's, so with
+    ``ssl4eo`` VV spans −23.11 … −2.07 dB and VH −32.08 … −8.44 dB before clipping to 0…255.
+    Checked against the six real BigEarthNet-S1 patches in ``../shared/data`` (86,400 pixels per
+    band, ``tests/test_s1_real.py``): pooled VV −10.95 ± 3.53 dB, VH −16.95 ± 3.30 dB; 1.2 % of
+    VV and 0.2 % of VH pixels fall outside the ±2σ range and are clipped. The patches are brighter
+    and less spread than SSL4EO's global sample (European farmland, forest and one snowy
+    February scene; no deserts, no open sea), but they sit well inside the range the models saw.
 """
 
 from __future__ import annotations
@@ -54,7 +67,7 @@ S2_L1C_STD: tuple[float, ...] = (
     1340.0,
     1142.9,
 )
-#: SSL4EO-S12 Sentinel-1 GRD statistics (VV, VH) in dB.
+#: SSL4EO-S12 Sentinel-1 GRD statistics (VV, VH) in dB, as used by SoftCon's S1 models.
 S1_GRD_MEAN: tuple[float, ...] = (-12.59, -20.26)
 S1_GRD_STD: tuple[float, ...] = (5.26, 5.91)
 

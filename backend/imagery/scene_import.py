@@ -9,11 +9,17 @@ Three layouts are recognised:
 - a folder of one file per band (GeoTIFF or JPEG 2000, named ``*_B02.jp2``, ``B02.tif``,
   ``T33UUU_20170216T102101_B8A_20m.jp2``, ``*_VV.tif``, ``SCL.tif`` …);
 - one multi-band GeoTIFF/COG whose band descriptions name the bands (``B01``…``B12``,
-  ``VV``/``VH``), or any multi-band file with an explicit band list.
+  ``VV``/``VH``), or any multi-band file with an explicit band list;
+- a BigEarthNet patch folder (Sentinel-1 ``*_VV.tif``/``*_VH.tif`` or Sentinel-2 bands, with
+  ``*_labels_metadata.json``): date, MGRS tile, title and CORINE labels come from the JSON
+  (:mod:`backend.imagery.bigearthnet`);
+- a plain pair of single-band Sentinel-1 files (VV and VH), named ``*_VV.tif``/``*_VH.tif``, or
+  described ``VV``/``VH``, or in the order of an explicit band list.
 
 Sentinel-2 needs all 13 L1C bands, or the 12 L2A bands (B10 is filled with its training mean).
 Sentinel-1 GRD needs VV and VH, as calibrated backscatter in linear power (converted to dB when
-read) or in dB: which one is read from the band metadata (``units``) or else the value range.
+read) or in dB: which one is stated by the user (``units=``), or read from the band metadata
+(``units``), or else from the value range; a stated unit the values contradict is refused.
 
 Processing baseline 04.00 (products from 2022-01-25 on) adds 1000 to every DN; SoftMap subtracts
 it again (``dn_offset = -1000``) so every product is on the scale the models were trained on. The
@@ -34,12 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import rasterio
-from rasterio.errors import RasterioError
-
 from backend.errors import BandMismatchError, SceneImportError
 from backend.imagery.bands import S1_GRD_BANDS, S2_L1C_BANDS, S2_L2A_BANDS, canonical_band
+from backend.imagery.bigearthnet import PatchMetadata, metadata_file, read_patch_metadata
+from backend.imagery.raster_info import RasterInfo, inspect_raster, s1_units_checked
 from backend.imagery.sources import (
     BUNDLED_PREFIX,
     BandAsset,
@@ -64,82 +68,77 @@ _DATE = re.compile(r"(?<!\d)(20\d{2})(\d{2})(\d{2})(?:T\d{6})?(?!\d)")
 _TILE = re.compile(r"(?:^|_)T(\d{2}[A-Z]{3})(?:_|$)")
 _ID_CHARS = re.compile(r"[^a-z0-9._-]+")
 _OFFSET_TAGS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET", "ADD_OFFSET")
-
-
-@dataclass(frozen=True)
-class _Raster:
-    """What an import needs to know about one raster file."""
-
-    path: Path
-    crs: str | None
-    geographic: bool
-    transform: tuple[float, float, float, float, float, float]
-    width: int
-    height: int
-    count: int
-    dtype: str
-    nodata: float | None
-    descriptions: tuple[str | None, ...]
-    colorinterp: tuple[str, ...]
-    tags: dict[str, str]
-    band_tags: tuple[dict[str, str], ...]
-
-    @property
-    def resolution(self) -> float:
-        return abs(self.transform[0])
-
-    def bounds(self) -> tuple[float, float, float, float]:
-        a, _, c, _, e, f = self.transform
-        x0, x1 = c, c + a * self.width
-        y0, y1 = f, f + e * self.height
-        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+_PAIR = "pair of Sentinel-1 files"
 
 
 @dataclass
 class _Found:
     """Bands located so far: name → (raster, 1-based index); the SCL layer; metadata."""
 
-    bands: dict[str, tuple[_Raster, int]] = field(default_factory=dict)
-    scl: tuple[_Raster, int] | None = None
+    bands: dict[str, tuple[RasterInfo, int]] = field(default_factory=dict)
+    scl: tuple[RasterInfo, int] | None = None
     level: ProductLevel | None = None
     date: str | None = None
     baseline: str | None = None
     dn_offset: float | None = None
     mgrs_tile: str | None = None
     kind: str = ""
+    patch: PatchMetadata | None = None
 
 
 def import_scene(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     *,
     bands: Sequence[str] | None = None,
     source_id: str | None = None,
     title: str | None = None,
     date: str | None = None,
     dn_offset: float | None = None,
+    units: Units | None = None,
 ) -> SceneSource:
     """Detect what ``path`` holds and describe it as a source (nothing is copied or converted).
 
     Args:
-        path: A ``.SAFE`` folder, a folder of per-band files, or one multi-band GeoTIFF/COG.
-        bands: Band names of a multi-band file, in file order (overrides its descriptions).
+        path: A ``.SAFE`` folder, a folder of per-band files (a BigEarthNet patch folder
+            included), one multi-band GeoTIFF/COG, or two single-band Sentinel-1 files (VV, VH).
+        bands: Band names of a multi-band file (or of a file pair), in file order (overrides
+            descriptions and file names).
         source_id: The id to register it under (default ``local/<name>``).
         title: A human title (default: sensor, level, tile and date).
         date: Acquisition date ``YYYY-MM-DD`` when no metadata or file name carries it.
         dn_offset: DN offset to add (overrides the metadata and baseline rules).
+        units: Sentinel-1 only: ``"db"`` or ``"linear"`` (default: from metadata or values).
 
     Raises:
         SceneImportError: the path is missing or unreadable, is not Sentinel-2/Sentinel-1, lacks
-            bands (named), or has no usable (projected) CRS.
+            bands (named), has no usable (projected) CRS, or contradicts the stated units.
     """
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise SceneImportError(f"{root} does not exist.")
-    if root.is_dir():
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not 1 <= len(paths) <= 2:
+        raise SceneImportError(
+            f"Give one path (a folder or a file) or two Sentinel-1 files (VV and VH), not "
+            f"{len(paths)}."
+        )
+    roots = [Path(p).expanduser() for p in paths]
+    for r in roots:
+        if not r.exists():
+            raise SceneImportError(f"{r} does not exist.")
+    root = roots[0]
+    if len(roots) == 2:
+        found = _from_pair(roots, bands)
+    elif root.is_dir():
         found = _from_safe(root) if _is_safe(root) else _from_folder(root, bands)
     else:
         found = _from_file(root, bands)
-    return _build(root, found, source_id=source_id, title=title, date=date, dn_offset=dn_offset)
+    return _build(
+        root,
+        found,
+        source_id=source_id,
+        title=title,
+        date=date,
+        dn_offset=dn_offset,
+        units=units,
+    )
 
 
 # --- layouts ---------------------------------------------------------------------------------
@@ -176,6 +175,12 @@ def _from_folder(folder: Path, bands: Sequence[str] | None) -> _Found:
             f"{folder} holds no GeoTIFF or JPEG 2000 file (.tif, .tiff, .jp2): nothing to import."
         )
     found = _Found(kind="folder of per-band files")
+    meta_path = metadata_file(folder)
+    if meta_path is not None:
+        found.patch = read_patch_metadata(meta_path)
+        found.kind = f"BigEarthNet-{found.patch.sensor} patch folder"
+        found.date = found.patch.date
+        found.mgrs_tile = found.patch.mgrs_tile
     _collect_band_files(files, found)
     found.date = found.date or _date_in(folder.name)
     if not found.bands:
@@ -194,7 +199,7 @@ def _collect_band_files(files: Sequence[Path], found: _Found) -> None:
     for p in files:
         stem = p.stem
         if _SCL_FILE.search(stem):
-            raster = _inspect(p)
+            raster = inspect_raster(p)
             if found.scl is None or raster.resolution < found.scl[0].resolution:
                 found.scl = (raster, 1)
             continue
@@ -202,7 +207,7 @@ def _collect_band_files(files: Sequence[Path], found: _Found) -> None:
         if m is None:
             continue
         name = canonical_band(m.group(1))
-        raster = _inspect(p)
+        raster = inspect_raster(p)
         current = found.bands.get(name)
         if current is None or raster.resolution < current[0].resolution:
             found.bands[name] = (raster, 1)
@@ -213,8 +218,51 @@ def _collect_band_files(files: Sequence[Path], found: _Found) -> None:
             found.mgrs_tile = t.group(1) if t else None
 
 
+def _from_pair(paths: Sequence[Path], bands: Sequence[str] | None) -> _Found:
+    """Two single-band Sentinel-1 files: polarisation from ``bands``, names or descriptions."""
+    rasters = []
+    for p in paths:
+        if p.is_dir():
+            raise SceneImportError(
+                f"{p} is a folder: give two files (VV and VH) or one folder, not both."
+            )
+        raster = inspect_raster(p)
+        if raster.count != 1:
+            raise SceneImportError(
+                f"{p.name} has {raster.count} bands: a file pair must be two single-band files "
+                "(VV and VH). Pass a multi-band file on its own."
+            )
+        rasters.append(raster)
+    if bands:
+        names = [b.strip().upper() for b in bands if b.strip()]
+        if len(names) != 2:
+            raise SceneImportError(
+                f"Two files need two band names in file order (--bands VV,VH), not "
+                f"{len(names)} ({', '.join(names)})."
+            )
+    else:
+        names = []
+        for r in rasters:
+            m = _S1_FILE.search(r.path.stem)
+            desc = _description_band(r.descriptions[0])
+            names.append((m.group(1) if m else desc or "").upper())
+    if sorted(names) != sorted(S1_GRD_BANDS):
+        which = ", ".join(
+            f"{r.path.name} → {n or '?'}" for r, n in zip(rasters, names, strict=True)
+        )
+        raise SceneImportError(
+            f"A file pair must be one VV and one VH file ({which}). Name them *_VV.tif and "
+            "*_VH.tif, or pass --bands VV,VH in the order of the files."
+        )
+    found = _Found(kind=_PAIR)
+    for r, name in zip(rasters, names, strict=True):
+        found.bands[name] = (r, 1)
+        found.date = found.date or _date_in(r.path.name)
+    return found
+
+
 def _from_file(path: Path, bands: Sequence[str] | None) -> _Found:
-    raster = _inspect(path)
+    raster = inspect_raster(path)
     found = _Found(kind="multi-band file", date=_date_in(path.name))
     t = _TILE.search(path.stem)
     found.mgrs_tile = t.group(1) if t else None
@@ -257,6 +305,7 @@ def _build(
     title: str | None,
     date: str | None,
     dn_offset: float | None,
+    units: Units | None = None,
 ) -> SceneSource:
     s1 = [b for b in found.bands if b in S1_GRD_BANDS]
     s2 = [b for b in found.bands if b not in S1_GRD_BANDS]
@@ -276,6 +325,10 @@ def _build(
             )
         order: tuple[str, ...] = S1_GRD_BANDS
     else:
+        if units is not None and units != "dn":
+            raise SceneImportError(
+                f"Units '{units}' apply to Sentinel-1 backscatter; {root} is Sentinel-2."
+            )
         level = found.level or ("L1C" if "B10" in found.bands else "L2A")
         order = S2_L1C_BANDS if level == "L1C" else S2_L2A_BANDS
         missing = [b for b in order if b not in found.bands]
@@ -292,7 +345,7 @@ def _build(
     grid = _reference_grid(ref)
     common = Path(os.path.commonpath([str(r.path.parent) for r in rasters]))
 
-    def asset(name: str, slot: tuple[_Raster, int]) -> BandAsset:
+    def asset(name: str, slot: tuple[RasterInfo, int]) -> BandAsset:
         raster, index = slot
         rel = os.path.relpath(raster.path, common)
         return BandAsset(name=name, resolution_m=raster.resolution, file=rel, index=index)
@@ -307,28 +360,34 @@ def _build(
     acquired = date or found.date
     if acquired is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", acquired):
         raise SceneImportError(f"Date '{acquired}' is not YYYY-MM-DD.")
-    units: Units = "dn"
     nodata: float | None = ref.nodata if ref.nodata is not None else 0.0
     offset = 0.0
     caveats: list[str] = []
+    if found.patch is not None:
+        caveats.append(found.patch.describe())
     if level == "GRD":
-        units = _s1_units(found.bands["VV"])
+        units, why = s1_units_checked(found.bands["VV"], units)
+        caveats.append(why)
         nodata = ref.nodata if ref.nodata is not None and not math.isnan(ref.nodata) else None
     else:
+        units = "dn"
+    if level != "GRD":
         offset, why = _dn_offset(found, acquired, dn_offset)
         caveats.append(why)
         if acquired is None:
             caveats.append("Acquisition date unknown (not in metadata or file names).")
-    name = root.stem
+    name = root.stem if root.is_dir() or found.patch is not None else _pair_name(found, root)
     if "SAFE" in found.kind and found.mgrs_tile and acquired:
         name = f"T{found.mgrs_tile}_{acquired.replace('-', '')}_{level}"
     sid = source_id or "local/" + (_ID_CHARS.sub("-", name.lower()).strip("-") or "scene")
     _check_id(sid)
     sensor = "Sentinel-1 SAR" if level == "GRD" else "Sentinel-2 MSI"
     label = " ".join(x for x in (sensor.split()[0], level, found.mgrs_tile, acquired) if x)
+    shown = name if found.kind == _PAIR else root.name
+    default_title = found.patch.title() if found.patch is not None else f"{label} ({shown})"
     return SceneSource(
         id=sid,
-        title=title or f"{label} ({root.name})",
+        title=title or default_title,
         description=f"{found.kind} imported from {root.resolve()}",
         sensor=sensor,
         product_level=level,
@@ -361,7 +420,7 @@ def _check_id(source_id: str) -> None:
         )
 
 
-def _common_crs(root: Path, rasters: Sequence[_Raster]) -> str:
+def _common_crs(root: Path, rasters: Sequence[RasterInfo]) -> str:
     for r in rasters:
         if r.crs is None:
             raise SceneImportError(
@@ -384,7 +443,7 @@ def _common_crs(root: Path, rasters: Sequence[_Raster]) -> str:
     return crss[0]
 
 
-def _reference_grid(ref: _Raster) -> Grid:
+def _reference_grid(ref: RasterInfo) -> Grid:
     a, b, _, d, e, _ = ref.transform
     if b or d or a <= 0 or e >= 0:
         raise SceneImportError(
@@ -423,84 +482,16 @@ def _dn_offset(found: _Found, date: str | None, explicit: float | None) -> tuple
     return 0.0, "No DN offset (acquired before processing baseline 04.00)."
 
 
-def _s1_units(slot: tuple[_Raster, int]) -> Units:
-    """Linear power or dB, from the band's ``units`` metadata or else its value range."""
-    raster, index = slot
-    meta = {**raster.tags, **raster.band_tags[index - 1]}
-    declared = " ".join(v for k, v in meta.items() if k.lower() in ("units", "unit")).lower()
-    desc = (raster.descriptions[index - 1] or "").lower()
-    if "db" in declared or "db" in desc or "decibel" in declared:
-        return "db"
-    if "linear" in declared or "power" in declared or "linear" in desc:
-        return "linear"
-    if raster.dtype not in ("float32", "float64"):
-        raise SceneImportError(
-            f"{raster.path.name} holds {raster.dtype} values: uncalibrated Sentinel-1 "
-            "amplitude? SoftMap needs calibrated backscatter (sigma0 or gamma0) as float, in "
-            "linear power or dB (e.g. from SNAP, sarsen or a GRD-RTC product)."
-        )
-    values = _sample(raster, index)
-    if values.size == 0:
-        raise SceneImportError(f"{raster.path.name} has no valid pixel.")
-    median = float(np.median(values))
-    high = float(np.percentile(values, 99))
-    if median < 0:
-        return "db"
-    if high <= 10.0 and float(values.min()) >= 0:
-        return "linear"
-    raise SceneImportError(
-        f"Cannot tell whether {raster.path.name} is linear power or dB (median {median:.3g}, "
-        f"99th percentile {high:.3g}): set the band metadata 'units' to 'dB' or 'linear'."
-    )
-
-
-def _sample(raster: _Raster, index: int, size: int = 256) -> np.ndarray:
-    shape = (min(size, raster.height), min(size, raster.width))
-    try:
-        with rasterio.open(raster.path) as ds:
-            data = ds.read(index, out_shape=shape).astype(np.float64)
-    except (RasterioError, OSError) as e:
-        raise SceneImportError(f"Cannot read {raster.path}: {e}") from e
-    ok = np.isfinite(data)
-    if raster.nodata is not None and not math.isnan(raster.nodata):
-        ok &= data != raster.nodata
-    out: np.ndarray = data[ok]
-    return out
+def _pair_name(found: _Found, root: Path) -> str:
+    """A file's stem, or for a VV/VH pair the VV file's stem without its polarisation."""
+    if found.kind != _PAIR:
+        return root.stem
+    stem = found.bands["VV"][0].path.stem
+    return _S1_FILE.sub("", stem).strip("_-.") or stem
 
 
 # --- metadata ------------------------------------------------------------------------------
-def _inspect(path: Path) -> _Raster:
-    try:
-        with rasterio.open(path) as ds:
-            crs = ds.crs
-            return _Raster(
-                path=path,
-                crs=_crs_text(crs) if crs else None,
-                geographic=bool(crs and crs.is_geographic),
-                transform=tuple(ds.transform)[:6],
-                width=ds.width,
-                height=ds.height,
-                count=ds.count,
-                dtype=str(ds.dtypes[0]),
-                nodata=ds.nodata,
-                descriptions=tuple(ds.descriptions),
-                colorinterp=tuple(c.name for c in ds.colorinterp),
-                tags=dict(ds.tags()),
-                band_tags=tuple(dict(ds.tags(i)) for i in range(1, ds.count + 1)),
-            )
-    except (RasterioError, OSError) as e:
-        raise SceneImportError(
-            f"Cannot read {path} as a raster ({e}). It may be corrupt, truncated or not an "
-            "image; SoftMap reads GeoTIFF/COG and JPEG 2000."
-        ) from e
-
-
-def _crs_text(crs: rasterio.crs.CRS) -> str:
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else str(crs.to_wkt())
-
-
-def _what(raster: _Raster) -> str:
+def _what(raster: RasterInfo) -> str:
     names = [d for d in raster.descriptions if d]
     kind = f"{raster.count} band(s) of {raster.dtype}"
     if names:
@@ -528,7 +519,7 @@ def _date_in(name: str) -> str | None:
     return f"{y}-{mo}-{d}"
 
 
-def _offset_tag(raster: _Raster) -> float | None:
+def _offset_tag(raster: RasterInfo) -> float | None:
     for tags in (raster.tags, *raster.band_tags):
         for key in _OFFSET_TAGS:
             if key in tags:

@@ -214,6 +214,19 @@ TEST_VIT = ModelMeta(
     description="A tiny 2-block ViT for fast tests and demos; its embeddings carry no meaning.",
 )
 
+#: The Sentinel-1 twin of test-vit (VV, VH in dB, SSL4EO-S12 S1 statistics), for S1 and S2 + S1
+#: fusion tests: 112 px chips fit the 120 px BigEarthNet-S1 patches.
+TEST_VIT_S1 = TEST_VIT.model_copy(
+    update={
+        "id": "test-vit-s1",
+        "title": "Test ViT · Sentinel-1 GRD, VV+VH (random weights)",
+        "sensor": "S1-GRD",
+        "bands": S1_GRD_BANDS,
+        "normalization": _S1_NORM,
+        "description": "test-vit for Sentinel-1 (2 bands); its embeddings carry no meaning.",
+    }
+)
+
 
 #: SoftMap's own bundled model: small enough to embed the demo fast on 2 CPU cores, trained by
 #: ``scripts/train_default_model.sh`` (``softmap train softcon``).
@@ -253,7 +266,7 @@ def _default_registry() -> ModelRegistry:
         registry = registry.register(_softcon_vit("b", VIT_B14, sensor_key))
         registry = registry.register(_softcon_rn50(sensor_key))
     registry = registry.register(SOFTMAP_DEFAULT)
-    return registry.register(TEST_VIT)
+    return registry.register(TEST_VIT).register(TEST_VIT_S1)
 
 
 #: Every built-in model. Extend it with ``default_registry.register(...)`` (which returns a copy).

@@ -4,9 +4,20 @@ The CLI commands, the Streamlit pages and the HTTP service call these names and 
 them: each operation takes a :class:`Workspace` and a typed request and returns a typed result.
 """
 
-from backend.errors import SoftMapError
-from backend.imagery.regions import Region
+# The results' types, the parsers of user input and the pure map helpers the UI shows them with.
+from backend.analysis.projection import Projection
+from backend.classes.active_learning import Suggestions
+from backend.classes.user_classes import UserClass
+from backend.errors import InvalidRegionError, SoftMapError
+from backend.imagery.preview import region_grid_geojson, tile_at, tile_grid_geojson
+from backend.imagery.regions import Region, parse_bbox, parse_geojson, point_region
+from backend.imagery.sources import SceneSource
+from backend.imagery.tiling import parse_tile_id
+from backend.landcover.maps import LandCoverResult
+from backend.models import ModelMeta, get_model_meta
 from backend.models.inference import Progress, ProgressCallback
+from backend.search.heatmap import MatchHeatmap
+from backend.search.query import SearchResponse
 from backend.service.analysis import (
     ChangeRequest,
     ProjectOutcome,
@@ -41,6 +52,7 @@ from backend.service.classes import (
     add_labels,
     class_labels,
     classify,
+    create_class,
     delete_class,
     export_labels,
     import_labels,
@@ -71,6 +83,16 @@ from backend.service.outputs import (
     report,
 )
 from backend.service.search import SearchRequest, find_similar, search_scope
+from backend.service.sensors import (
+    FuseOutcome,
+    FuseRequest,
+    FusionChoice,
+    PairsRequest,
+    fuse_region,
+    fusion_choices,
+    list_pairs,
+    tile_coverage,
+)
 from backend.service.training import (
     EvalRequest,
     EvaluationOutcome,
@@ -81,6 +103,7 @@ from backend.service.training import (
     pretrain,
 )
 from backend.service.workspace import EngineOptions, RegionSpec, Workspace, region_spec
+from backend.store.scopes import Scope
 
 __all__ = [
     "LANDCOVER_EXPORTS",
@@ -95,18 +118,30 @@ __all__ = [
     "ExportOutcome",
     "ExportRequest",
     "FitHeadRequest",
+    "FuseOutcome",
+    "FuseRequest",
+    "FusionChoice",
+    "InvalidRegionError",
     "LandCoverRequest",
+    "LandCoverResult",
+    "MatchHeatmap",
     "ModelInfo",
+    "ModelMeta",
+    "PairsRequest",
     "Progress",
     "ProgressCallback",
     "ProjectOutcome",
     "ProjectRequest",
+    "Projection",
     "Region",
     "RegionSpec",
     "ReportRequest",
     "RunsReport",
+    "SceneSource",
+    "Scope",
     "ScopeRequest",
     "SearchRequest",
+    "SearchResponse",
     "SoftMapError",
     "SourceInfo",
     "StacAddRequest",
@@ -115,14 +150,17 @@ __all__ = [
     "StepInfo",
     "SuggestOutcome",
     "SuggestRequest",
+    "Suggestions",
     "TileSelection",
     "TrainConfig",
     "TrainRequest",
+    "UserClass",
     "Workspace",
     "add_labels",
     "add_source",
     "class_labels",
     "classify",
+    "create_class",
     "delete_class",
     "detect_region_change",
     "embed",
@@ -131,6 +169,9 @@ __all__ = [
     "export_labels",
     "find_similar",
     "fit_landcover_head",
+    "fuse_region",
+    "fusion_choices",
+    "get_model_meta",
     "import_labels",
     "labels_geojson",
     "landcover_download",
@@ -138,11 +179,17 @@ __all__ = [
     "landcover_heads",
     "list_classes",
     "list_model_infos",
+    "list_pairs",
     "list_sources",
     "map_landcover",
+    "parse_bbox",
+    "parse_geojson",
+    "parse_tile_id",
+    "point_region",
     "pretrain",
     "project_scope",
     "recent_runs",
+    "region_grid_geojson",
     "region_spec",
     "remove_labels",
     "remove_source",
@@ -155,5 +202,8 @@ __all__ = [
     "stac_add",
     "stac_search",
     "suggest_labels",
+    "tile_at",
+    "tile_coverage",
+    "tile_grid_geojson",
     "tile_records",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -50,6 +50,12 @@ class AddSourceRequest(Request):
     title: str | None = None
     date: str | None = Field(default=None, description="YYYY-MM-DD when the files do not say")
     dn_offset: float | None = None
+    second_path: Path | None = Field(
+        default=None, description="the other file of a Sentinel-1 VV/VH pair given as two files"
+    )
+    units: Literal["db", "linear"] | None = Field(
+        default=None, description="Sentinel-1 backscatter units (default: detected)"
+    )
 
 
 def add_source(ws: Workspace, req: AddSourceRequest) -> SceneSource:
@@ -60,12 +66,13 @@ def add_source(ws: Workspace, req: AddSourceRequest) -> SceneSource:
         RasterReadError: the pixels cannot be read.
     """
     source = import_scene(
-        req.path,
+        [req.path, req.second_path] if req.second_path is not None else req.path,
         bands=list(req.bands) if req.bands else None,
         source_id=req.source_id,
         title=req.title,
         date=req.date,
         dn_offset=req.dn_offset,
+        units=req.units,
     )
     # One small read of every band proves the pixels (not only the headers) are readable.
     with SceneReader(source) as reader:

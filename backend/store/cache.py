@@ -296,7 +296,10 @@ class EmbeddingCache:
         history (``runs``) is kept. Returns the number of tiles dropped.
         """
         prefix = source_id + "/"
+        fused = self.has_table("fused_tiles")
         with self.transaction() as cur:
+            if fused:
+                _drop_fused_rows(cur, prefix)
             tables = [r[0] for r in cur.execute("SELECT table_name FROM embedding_sets").fetchall()]
             for table in tables:
                 cur.execute(f"DELETE FROM {table} WHERE starts_with(tile_id, ?)", [prefix])
@@ -559,6 +562,24 @@ class EmbeddingCache:
             n_emb = sum(_count(cur, t) for t in tables)
         size = self.path.stat().st_size if self.path.exists() else 0
         return CacheStats(str(self.path), size, n_sources, n_tiles, n_emb, n_runs)
+
+
+def _drop_fused_rows(cur: duckdb.DuckDBPyConnection, prefix: str) -> None:
+    """Fused S2+S1 rows built from a removed source's tiles (``backend.embedding.fusion``)."""
+    rows = cur.execute(
+        """SELECT s.table_name, f.tile_id FROM fused_tiles f JOIN embedding_sets s USING (set_id)
+        WHERE starts_with(f.s2_tile_id, ?) OR starts_with(f.s1_tile_id, ?)""",
+        [prefix, prefix],
+    ).fetchall()
+    by_table: dict[str, list[str]] = {}
+    for table, tile_id in rows:
+        by_table.setdefault(table, []).append(tile_id)
+    for table, ids in by_table.items():
+        cur.execute(f"DELETE FROM {table} WHERE tile_id IN (SELECT unnest(?::VARCHAR[]))", [ids])
+    cur.execute(
+        "DELETE FROM fused_tiles WHERE starts_with(s2_tile_id, ?) OR starts_with(s1_tile_id, ?)",
+        [prefix, prefix],
+    )
 
 
 #: Tables ``remove_source`` handles itself (or keeps, as history), not as feature tables.
