@@ -22,6 +22,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("similar.py", "Similar places", ":material/image_search:", "similar"),
     PageSpec("embedding_space.py", "Embedding space", ":material/scatter_plot:", "embedding"),
     PageSpec("my_classes.py", "My classes", ":material/label:", "classes"),
+    PageSpec("change.py", "Change", ":material/compare:", "change"),
     PageSpec("report.py", "Report & export", ":material/summarize:", "report"),
     # Next (issue 5): Similar places, Embedding space, My classes, Report & export, each a
     # file in pages/ and one PageSpec here.

@@ -31,6 +31,13 @@ from backend.service.catalog import (
     stac_add,
     stac_search,
 )
+from backend.service.change import (
+    ChangedTile,
+    ChangeMap,
+    common_region,
+    compare_dates,
+    overlapping_sources,
+)
 from backend.service.classes import (
     ClassifyOutcome,
     ClassifyRequest,
@@ -95,7 +102,9 @@ from backend.service.workspace import EngineOptions, RegionSpec, Workspace, regi
 __all__ = [
     "LANDCOVER_EXPORTS",
     "AddSourceRequest",
+    "ChangeMap",
     "ChangeRequest",
+    "ChangedTile",
     "ClassifyOutcome",
     "ClassifyRequest",
     "EmbedRequest",
@@ -137,6 +146,8 @@ __all__ = [
     "add_source",
     "class_labels",
     "classify",
+    "common_region",
+    "compare_dates",
     "delete_class",
     "detect_region_change",
     "embed",
@@ -157,6 +168,7 @@ __all__ = [
     "list_pairs",
     "list_sources",
     "map_landcover",
+    "overlapping_sources",
     "pretrain",
     "project_scope",
     "recent_runs",
