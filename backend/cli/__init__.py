@@ -13,11 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from backend.cli import commands
+from backend.cli.validation import Parser, check_paths, report_os_error
 from backend.errors import SoftMapError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="softmap",
         description="Embed Sentinel imagery tile by tile with SoftCon models, cached in DuckDB; "
         "land-cover maps, similarity search, projections and your own classes.",
@@ -35,11 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``softmap`` console script."""
-    args = build_parser().parse_args(_glue_negative(sys.argv[1:] if argv is None else list(argv)))
+    parser = build_parser()
+    args = parser.parse_args(_glue_negative(sys.argv[1:] if argv is None else list(argv)))
     try:
+        check_paths(parser, args)  # before any work: a path that cannot be used is one line
         return int(args.handler(args))
     except SoftMapError as e:
         print(f"softmap: {e.one_line()}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system failed under a check that passed (disk full, …)
+        print(f"softmap: {report_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

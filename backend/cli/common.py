@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from backend.cli.validation import cache_file, input_file, non_negative_int, positive_int
 from backend.errors import SoftMapError
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def add_db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", type=Path, help="DuckDB cache file (default: SOFTMAP_DB_PATH)")
+    p.add_argument("--db", type=cache_file, help="DuckDB cache file (default: SOFTMAP_DB_PATH)")
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
@@ -36,20 +37,26 @@ def add_region_options(p: argparse.ArgumentParser, *, required: bool = True) -> 
     p.add_argument("--source", required=required, help="source id, e.g. demo/virginia")
     where = p.add_mutually_exclusive_group(required=required)
     where.add_argument("--bbox", help="W,S,E,N in lon/lat degrees")
-    where.add_argument("--aoi", type=Path, help="GeoJSON file (Polygon/MultiPolygon/Feature…)")
+    where.add_argument(
+        "--aoi", type=input_file, help="GeoJSON file (Polygon/MultiPolygon/Feature…)"
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument("--model", required=required, help="model id (see `softmap models`)")
-    p.add_argument("--checkpoint", type=Path, help="weights file (overrides the lookup)")
+    p.add_argument("--checkpoint", type=input_file, help="weights file (overrides the lookup)")
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cuda, cuda:N, mps or cpu (default: SOFTMAP_DEVICE)")
-    p.add_argument("--batch-size", type=int, help="tiles per batch (default: SOFTMAP_BATCH_SIZE)")
+    p.add_argument(
+        "--batch-size", type=positive_int, help="tiles per batch (default: SOFTMAP_BATCH_SIZE)"
+    )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto = bf16 autocast on CUDA, fp32 elsewhere")  # fmt: skip
-    p.add_argument("--readers", type=int, help="reader threads (0 = read in line; default: auto)")
+    p.add_argument(
+        "--readers", type=non_negative_int, help="reader threads (0 = read in line; default: auto)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

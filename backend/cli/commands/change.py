@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from backend.cli.common import (
@@ -19,6 +18,7 @@ from backend.cli.common import (
     required_region,
     workspace,
 )
+from backend.cli.validation import input_file, output_file, positive_int
 
 ORDER = 30
 
@@ -31,11 +31,17 @@ def register(sub: Any) -> None:
     c.add_argument("--after", required=True, help="source id of the later acquisition")
     where = c.add_mutually_exclusive_group(required=True)
     where.add_argument("--bbox", help="W,S,E,N in lon/lat degrees")
-    where.add_argument("--aoi", type=Path, help="GeoJSON file (Polygon/MultiPolygon/Feature…)")
+    where.add_argument(
+        "--aoi", type=input_file, help="GeoJSON file (Polygon/MultiPolygon/Feature…)"
+    )
     add_model_options(c)
     add_engine_options(c)
-    c.add_argument("--k", type=int, default=10, help="most-changed tiles to list (default 10)")
-    c.add_argument("--out", type=Path, help="write the distance map as a COG (.tif)")
+    c.add_argument(
+        "--k", type=positive_int, default=10, help="most-changed tiles to list (default 10)"
+    )
+    c.add_argument(
+        "--out", type=output_file(".tif", ".tiff"), help="write the distance map as a COG (.tif)"
+    )
     add_db_option(c)
     add_json_option(c)
     c.set_defaults(handler=_change)

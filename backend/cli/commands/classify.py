@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from backend.cli.commands.project import add_scope_options, scope_request
 from backend.cli.common import add_db_option, add_json_option, print_json, request, workspace
+from backend.cli.validation import TILE_SUFFIXES, output_file
 
 ORDER = 32
 
@@ -18,9 +18,17 @@ def register(sub: Any) -> None:
     )
     c.add_argument("name", help="class name (see `softmap label list`)")
     add_scope_options(c)
-    c.add_argument("--map", type=Path, help="also write the probability map as a COG (.tif)")
-    c.add_argument("--out", type=Path, help="also write tiles + probability (.geojson/.parquet)")
-    c.add_argument("--areas", type=Path, help="also write the area table (.csv)")
+    c.add_argument(
+        "--map",
+        type=output_file(".tif", ".tiff"),
+        help="also write the probability map as a COG (.tif)",
+    )
+    c.add_argument(
+        "--out",
+        type=output_file(*TILE_SUFFIXES),
+        help="also write tiles + probability (.geojson/.parquet)",
+    )
+    c.add_argument("--areas", type=output_file(".csv"), help="also write the area table (.csv)")
     add_db_option(c)
     add_json_option(c)
     c.set_defaults(handler=_classify)

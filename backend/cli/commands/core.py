@@ -20,6 +20,7 @@ from backend.cli.common import (
     required_region,
     workspace,
 )
+from backend.cli.validation import fraction, positive_int
 
 ORDER = 0
 
@@ -31,7 +32,7 @@ def register(sub: Any) -> None:
 
     r = sub.add_parser("runs", help="recent embedding runs and the cache's size")
     add_db_option(r)
-    r.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    r.add_argument("--limit", type=positive_int, default=10, help="how many runs (default 10)")
     add_json_option(r)
     r.set_defaults(handler=_runs)
 
@@ -39,10 +40,14 @@ def register(sub: Any) -> None:
     add_region_options(e)
     add_model_options(e)
     add_engine_options(e)
-    e.add_argument("--chip", type=int, help="tile size in pixels (default: the model's)")
-    e.add_argument("--stride", type=int, help="tile step in pixels (default: the chip size)")
-    e.add_argument("--max-nodata", type=float, help="skip tiles with more nodata than this")
-    e.add_argument("--max-cloud", type=float, help="skip tiles with a larger cloud fraction (0-1)")
+    e.add_argument("--chip", type=positive_int, help="tile size in pixels (default: the model's)")
+    e.add_argument(
+        "--stride", type=positive_int, help="tile step in pixels (default: the chip size)"
+    )
+    e.add_argument("--max-nodata", type=fraction, help="skip tiles with more nodata than this")
+    e.add_argument(
+        "--max-cloud", type=fraction, help="skip tiles with a larger cloud fraction (0-1)"
+    )
     add_db_option(e)
     add_json_option(e)
     e.set_defaults(handler=_embed)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from backend.cli.common import add_json_option, print_json, print_table, request, workspace
+from backend.cli.validation import input_file, positive_float
 
 ORDER = 61
 
@@ -23,17 +23,21 @@ def register(sub: Any) -> None:
         "multi-label mAP and top-1 accuracy of the dominant class.",
     )
     e.add_argument("--model", default="softmap-default", help="model id (default: softmap-default)")
-    e.add_argument("--checkpoint", type=Path, help="weights of the model (overrides the lookup)")
+    e.add_argument(
+        "--checkpoint", type=input_file, help="weights of the model (overrides the lookup)"
+    )
     e.add_argument(
         "--ablation",
-        type=Path,
+        type=input_file,
         help="weights trained with the soft part off (default: the bundled "
         "assets/models/<model>-nosoft.pt when it exists)",
     )
     e.add_argument("--source", default="demo/brandenburg", help="scene with a label layer")
     e.add_argument("--mapping", default="osm-brandenburg", help="class mapping of its labels")
     e.add_argument(
-        "--c", type=float, help="fixed probe regularisation C (default: chosen by block-grouped CV)"
+        "--c",
+        type=positive_float,
+        help="fixed probe regularisation C (default: chosen by block-grouped CV)",
     )
     add_json_option(e)
     e.set_defaults(handler=_eval)

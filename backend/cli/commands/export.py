@@ -12,7 +12,6 @@ store the predictions, as ``softmap classify`` does), so a file never shows stal
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from backend.cli.commands.project import add_scope_options, scope_request
@@ -24,6 +23,7 @@ from backend.cli.common import (
     request,
     workspace,
 )
+from backend.cli.validation import output_file
 
 ORDER = 34
 KINDS = ("predictions", "map", "areas", "embeddings")
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     e.add_argument("kind", choices=KINDS, help="what to export")
     e.add_argument("--class", dest="class_name", help="user class (predictions, map, areas)")
     add_scope_options(e)
-    e.add_argument("--out", type=Path, required=True,
+    e.add_argument("--out", type=output_file(), required=True,
                    help=".geojson/.parquet (predictions), .tif (map), .csv (areas), "
                    ".parquet (embeddings)")  # fmt: skip
     add_db_option(e)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.cli.common import (
@@ -22,6 +21,7 @@ from backend.cli.common import (
     request,
     workspace,
 )
+from backend.cli.validation import input_file, output_file
 
 if TYPE_CHECKING:
     from backend.service import TileSelection
@@ -57,9 +57,10 @@ def register(sub: Any) -> None:
     d.add_argument("name")
     e = actions.add_parser("export", help="labels as GeoJSON")
     e.add_argument("name", nargs="?", help="one class (default: all)")
-    e.add_argument("--out", type=Path, required=True, help="GeoJSON file to write")
+    e.add_argument("--out", type=output_file(".geojson", ".json"), required=True,
+                   help="GeoJSON file to write")  # fmt: skip
     im = actions.add_parser("import", help="labels from GeoJSON written by `label export`")
-    im.add_argument("file", type=Path)
+    im.add_argument("file", type=input_file)
     for q in (a, r, li, rn, d, e, im):
         add_db_option(q)
         add_json_option(q)

@@ -26,6 +26,7 @@ from backend.cli.common import (
     required_region,
     workspace,
 )
+from backend.cli.validation import fraction, input_file, output_file
 
 ORDER = 20
 
@@ -53,11 +54,14 @@ def register(sub: Any) -> None:
     add_region_options(p, required=False)
     add_model_options(p, required=False)
     p.add_argument("--head", help="head id (default: newest fitted for the model, else bundled)")
-    p.add_argument("--out", help="write the map as a Cloud-Optimized GeoTIFF")
+    p.add_argument("--out", type=output_file(".tif", ".tiff"),
+                   help="write the map as a Cloud-Optimized GeoTIFF")  # fmt: skip
     p.add_argument("--no-tokens", action="store_true", help="tile-level map only (no sub-tile)")
-    p.add_argument("--labels", help="fit: a categorical land-cover raster (any CRS)")
+    p.add_argument(
+        "--labels", type=input_file, help="fit: a categorical land-cover raster (any CRS)"
+    )
     p.add_argument("--mapping", help="fit: class mapping of --labels (e.g. esa-worldcover)")
-    p.add_argument("--min-labelled", type=float, help="fit: minimum labelled share of a tile")
+    p.add_argument("--min-labelled", type=fraction, help="fit: minimum labelled share of a tile")
     p.add_argument(
         "--bundle", action="store_true", help="fit: write the head to assets/models/heads/"
     )

@@ -7,7 +7,6 @@ that ``label``, ``classify``, ``suggest`` and ``export`` share.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.cli.common import (
@@ -19,6 +18,15 @@ from backend.cli.common import (
     region_of,
     request,
     workspace,
+)
+from backend.cli.validation import (
+    TILE_SUFFIXES,
+    fraction,
+    int_at_least,
+    non_negative_int,
+    output_file,
+    positive_int,
+    seed,
 )
 
 if TYPE_CHECKING:
@@ -48,13 +56,17 @@ def register(sub: Any) -> None:
     p = sub.add_parser("project", help="2-D UMAP/PCA projection of cached embeddings (cached)")
     add_scope_options(p)
     p.add_argument("--method", choices=["umap", "pca"], default="umap", help="default umap")
-    p.add_argument("--pca-dims", type=int, default=50, help="PCA before UMAP (0 = none; 50)")
-    p.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors (15)")
-    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (0.1)")
-    p.add_argument("--epochs", type=int, help="UMAP n_epochs (default: UMAP's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument(
+        "--pca-dims", type=non_negative_int, default=50, help="PCA before UMAP (0 = none; 50)"
+    )
+    p.add_argument("--neighbors", type=int_at_least(2), default=15, help="UMAP n_neighbors (15)")
+    p.add_argument("--min-dist", type=fraction, default=0.1, help="UMAP min_dist (0.1)")
+    p.add_argument("--epochs", type=positive_int, help="UMAP n_epochs (default: UMAP's)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (0)")
     p.add_argument("--refit", action="store_true", help="fit again even if cached")
-    p.add_argument("--out", type=Path, help="write tile, x, y as .geojson or .parquet")
+    p.add_argument(
+        "--out", type=output_file(*TILE_SUFFIXES), help="write tile, x, y as .geojson or .parquet"
+    )
     p.add_argument("--points", action="store_true", help="include the points in --json output")
     add_db_option(p)
     add_json_option(p)

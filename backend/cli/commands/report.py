@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from backend.cli.common import (
@@ -21,6 +20,7 @@ from backend.cli.common import (
     required_region,
     workspace,
 )
+from backend.cli.validation import output_file
 
 ORDER = 36
 
@@ -35,7 +35,9 @@ def register(sub: Any) -> None:
     )
     add_region_options(p)
     add_model_options(p)
-    p.add_argument("--out", type=Path, required=True, help="the report file (.html)")
+    p.add_argument(
+        "--out", type=output_file(".html", ".htm"), required=True, help="the report file (.html)"
+    )
     p.add_argument("--head", help="land-cover head id (default: newest fitted, else bundled)")
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
                    help="include this user class (repeatable; default: every class with "

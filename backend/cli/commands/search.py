@@ -15,6 +15,7 @@ from backend.cli.common import (
     request,
     workspace,
 )
+from backend.cli.validation import float_in, input_file, positive_int
 
 ORDER = 20
 
@@ -31,15 +32,15 @@ def register(sub: Any) -> None:
     s.add_argument("--source", help="source id (limits the scope to it)")
     where = s.add_mutually_exclusive_group()
     where.add_argument("--bbox", help="W,S,E,N in lon/lat degrees (a region scope)")
-    where.add_argument("--aoi", help="GeoJSON file (a region scope)")
+    where.add_argument("--aoi", type=input_file, help="GeoJSON file (a region scope)")
     s.add_argument("--tile", action="append", default=[], metavar="ID", help="query tile id")
     s.add_argument("--point", metavar="LON,LAT", help="query with the tile containing this point")
     s.add_argument("--positive", action="append", default=[], metavar="ID",
                    help="positive example tile (repeatable)")  # fmt: skip
     s.add_argument("--negative", action="append", default=[], metavar="ID",
                    help="negative example tile (repeatable)")  # fmt: skip
-    s.add_argument("--k", type=int, default=10, help="results (default 10)")
-    s.add_argument("--threshold", type=float, help="drop results scoring below this")
+    s.add_argument("--k", type=positive_int, default=10, help="results (default 10)")
+    s.add_argument("--threshold", type=float_in(-1.0, 1.0), help="drop results scoring below this")
     s.add_argument("--scope", choices=["region", "source", "all"], help="where to search")
     s.add_argument("--no-suppress", action="store_true",
                    help="keep results that touch a better result")  # fmt: skip

@@ -13,6 +13,7 @@ from backend.cli.common import (
     print_json,
     print_table,
 )
+from backend.cli.validation import finite_float, input_path
 
 ORDER = 0
 
@@ -31,14 +32,16 @@ def register(sub: Any) -> None:
     actions = s.add_subparsers(dest="sources_command", metavar="{add,remove}")
 
     a = actions.add_parser("add", help="register local imagery as a source")
-    a.add_argument("path", help=".SAFE folder, folder of per-band files, or a multi-band file")
+    a.add_argument(
+        "path", type=input_path, help=".SAFE folder, folder of per-band files, or a multi-band file"
+    )
     a.add_argument("--bands", help="band names of a multi-band file in file order: B01,B02,…")
     a.add_argument("--id", dest="source_id", help="source id (default: local/<file name>)")
     a.add_argument("--title", help="a title shown in lists and the app")
     a.add_argument("--date", help="acquisition date YYYY-MM-DD when the files do not say")
     a.add_argument(
         "--dn-offset",
-        type=float,
+        type=finite_float,
         help="DN offset to add (default: from metadata; -1000 for baseline 04.00+, 2022-01-25 on)",
     )
     add_db_option(a)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from backend.cli.common import (
@@ -17,6 +16,7 @@ from backend.cli.common import (
     required_region,
     workspace,
 )
+from backend.cli.validation import input_file, percent, positive_int
 
 ORDER = 15
 
@@ -24,14 +24,16 @@ ORDER = 15
 def _search_options(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--bbox", help="W,S,E,N in lon/lat degrees")
-    where.add_argument("--aoi", type=Path, help="GeoJSON file (Polygon/MultiPolygon/Feature…)")
+    where.add_argument(
+        "--aoi", type=input_file, help="GeoJSON file (Polygon/MultiPolygon/Feature…)"
+    )
     p.add_argument("--dates", required=True, help="YYYY-MM-DD or START/END (either may be ..)")
     p.add_argument("--api", help="STAC API URL (default: SOFTMAP_STAC_API_URL, Earth Search)")
     p.add_argument(
         "--collection", action="append", help="collection id, repeatable (default: settings)"
     )
-    p.add_argument("--max-cloud", type=float, help="largest eo:cloud_cover in %% (default 30)")
-    p.add_argument("--limit", type=int, help="items fetched at most (default 50)")
+    p.add_argument("--max-cloud", type=percent, help="largest eo:cloud_cover in %% (default 30)")
+    p.add_argument("--limit", type=positive_int, help="items fetched at most (default 50)")
 
 
 def register(sub: Any) -> None:
@@ -50,7 +52,9 @@ def register(sub: Any) -> None:
     a.add_argument("--item", help="use this item id instead of the least cloudy")
     a.add_argument("--per-tile", action="store_true",
                    help="per tile, the least-cloudy item on the same MGRS grid")  # fmt: skip
-    a.add_argument("--chip", type=int, help="selection cell in px (default: the model's, or 224)")
+    a.add_argument(
+        "--chip", type=positive_int, help="selection cell in px (default: the model's, or 224)"
+    )
     add_model_options(a, required=False)
     add_db_option(a)
     add_json_option(a)

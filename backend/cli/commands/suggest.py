@@ -15,6 +15,7 @@ from backend.cli.common import (
     request,
     workspace,
 )
+from backend.cli.validation import positive_int
 
 ORDER = 33
 
@@ -23,7 +24,7 @@ def register(sub: Any) -> None:
     s = sub.add_parser("suggest", help="tiles to label next for a class (uncertain, diverse)")
     s.add_argument("name", help="class name")
     add_scope_options(s)
-    s.add_argument("--k", type=int, default=10, help="how many tiles (10)")
+    s.add_argument("--k", type=positive_int, default=10, help="how many tiles (10)")
     add_db_option(s)
     add_json_option(s)
     s.set_defaults(handler=_suggest)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from backend.cli.common import add_json_option, invalid, print_json, workspace
+from backend.cli.validation import (
+    float_in,
+    fraction,
+    int_at_least,
+    output_dir,
+    positive_float,
+    positive_int,
+    seed,
+)
 
 ORDER = 60
 
@@ -23,7 +31,7 @@ def register(sub: Any) -> None:
         "labels. Writes NAME.pt (loadable with --checkpoint), NAME.config.json, NAME.data.json "
         "and NAME.loss.json into --out.",
     )
-    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--out", type=output_dir, required=True, help="output folder")
     s.add_argument("--name", help="file stem of the outputs (default: the model id)")
     s.add_argument("--model", default="softmap-default", help="architecture (a ViT model id)")
     s.add_argument(
@@ -40,7 +48,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument(
         "--stride",
-        type=int,
+        type=positive_int,
         help="step between chips (default: half a chip on "
         "labelled scenes, a chip on unlabelled ones)",
     )
@@ -49,19 +57,24 @@ def register(sub: Any) -> None:
         action="store_true",
         help="train on the Brandenburg evaluation blocks too (evaluation is then no longer honest)",
     )
-    s.add_argument("--epochs", type=int, default=20)
-    s.add_argument("--max-steps", type=int, help="stop after this many steps")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--epochs", type=positive_int, default=20)
+    s.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
+    s.add_argument("--batch-size", type=int_at_least(2), default=64)
+    s.add_argument("--lr", type=positive_float, default=1e-3)
     s.add_argument(
         "--no-soft",
         action="store_true",
         help="plain contrastive (InfoNCE) targets: the ablation of the soft part",
     )
-    s.add_argument("--alpha", type=float, default=0.5, help="weight of label similarities")
-    s.add_argument("--temperature", type=float, default=0.2)
-    s.add_argument("--mask-ratio", type=float, default=0.3, help="Siamese masking ratio")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--alpha", type=fraction, default=0.5, help="weight of label similarities")
+    s.add_argument("--temperature", type=positive_float, default=0.2)
+    s.add_argument(
+        "--mask-ratio",
+        type=float_in(0.0, 1.0, high_open=True),
+        default=0.3,
+        help="Siamese masking ratio",
+    )
+    s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
     s.add_argument(
         "--precision",
@@ -69,7 +82,7 @@ def register(sub: Any) -> None:
         default="auto",
         help="auto = bf16 autocast on CUDA, fp32 elsewhere",
     )
-    s.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
+    s.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's choice)")
     s.add_argument("--half", action="store_true", help="store the weights as float16")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json_option(s)
