@@ -15,11 +15,11 @@ from backend.landcover.store import resolve_head
 from backend.models.inference import ProgressCallback
 from backend.outputs.exports import (
     ExportResult,
+    check_export_path,
     export_areas_csv,
     export_embeddings,
     export_probability_map,
     export_tiles,
-    tile_format,
 )
 from backend.outputs.report import EXPORTS, ExportKind, build_report, export_name, write_export
 from backend.outputs.report_model import Report
@@ -61,8 +61,7 @@ def export(ws: Workspace, req: ExportRequest) -> ExportOutcome:
     """
     if req.kind != "embeddings" and not req.class_name:
         raise SoftMapError(f"Exporting {req.kind} needs a class.", title="Invalid option")
-    if req.kind == "predictions":
-        tile_format(req.out)
+    check_export_path(req.kind, req.out)  # before any work: e.xlsx is refused, not written
     with ws.cache(read_only=req.kind == "embeddings") as cache:
         scope, region = resolve(ws, cache, req.scope)
         if req.kind == "embeddings":
