@@ -5,16 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import streamlit as st
+from shapely import wkt
+from shapely.geometry import mapping
 
 from app import resources
 from app.state import Analysis
-from backend.embedding.pipeline import embed_region
-from backend.errors import SoftMapError
-from backend.imagery.regions import Region
-from backend.imagery.sources import SceneSource
-from backend.landcover.maps import LandCoverResult, predict_landcover
-from backend.models.inference import Progress, ProgressCallback
-from backend.settings import get_settings
+from backend.service import (
+    EmbedRequest,
+    LandCoverRequest,
+    LandCoverResult,
+    Progress,
+    ProgressCallback,
+    Region,
+    RegionSpec,
+    SceneSource,
+    SoftMapError,
+    embed,
+    tile_records,
+)
+from backend.service import map_landcover as map_region_landcover
 
 
 def progress_text(p: Progress) -> str:
@@ -39,22 +48,14 @@ def analyse(region: Region, source: SceneSource, model_id: str) -> Analysis:
     Raises:
         SoftMapError: anything the user can fix (region, weights, cache in use…).
     """
-    cache = resources.cache()
+    ws = resources.workspace()
     update, bar = progress_bar()
+    request = EmbedRequest(source=source.id, region=RegionSpec.of(region), model=model_id)
     try:
-        result = embed_region(
-            region,
-            source,
-            resources.model(model_id),
-            cache,
-            engine=resources.engine(model_id),
-            settings=get_settings(),
-            catalog=resources.catalog(),
-            progress=update,
-        )
+        result = embed(ws, request, progress=update)
     finally:
         bar.empty()
-    tiles = cache.tiles(list(result.tile_ids))
+    tiles = tile_records(ws, result.tile_ids)
     return Analysis(source.id, model_id, region.geometry.wkt, result, tiles)
 
 
@@ -100,20 +101,16 @@ def map_landcover(analysis: Analysis, source: SceneSource, head: str | None = No
     need the model once more on the first map of a region. A :class:`SoftMapError` (no head for
     the model, say) is kept in the result for the page to show, not raised.
     """
-    from shapely import wkt
-
     base = LandCover(analysis.source_id, analysis.model_id, analysis.region_wkt, head)
+    request = LandCoverRequest(
+        source=source.id,
+        region=RegionSpec(geojson=mapping(wkt.loads(analysis.region_wkt))),
+        model=analysis.model_id,
+        head=head,
+    )
     try:
         with st.spinner("Mapping land cover…"):
-            result = predict_landcover(
-                Region(wkt.loads(analysis.region_wkt)),
-                source,
-                resources.model(analysis.model_id),
-                resources.cache(),
-                engine=resources.engine(analysis.model_id),
-                settings=get_settings(),
-                head=head,
-            )
+            result = map_region_landcover(resources.workspace(), request)
     except SoftMapError as e:
         return replace(base, error=e)
     return replace(base, result=result)

@@ -23,11 +23,11 @@ from backend.imagery.preview import (
     tile_thumbnail,
 )
 from backend.imagery.sources import SourceCatalog
-from backend.models import EmbeddingModel, create_model
+from backend.models import EmbeddingModel
 from backend.models.inference import EmbeddingEngine, describe_device, select_device
+from backend.service import Workspace
 from backend.settings import get_settings
 from backend.store.cache import CacheStats, EmbeddingCache
-from backend.store.catalog import open_catalog
 
 
 def db_path() -> Path:
@@ -35,41 +35,40 @@ def db_path() -> Path:
     return get_settings().db_path.resolve()
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _catalog(path: str) -> SourceCatalog:
-    return open_catalog(Path(path))
-
-
 def catalog() -> SourceCatalog:
-    """The bundled scenes plus those registered in the cache."""
-    return _catalog(str(db_path()))
+    """The bundled scenes plus those registered in the cache (read once per process)."""
+    return workspace().catalog()
 
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=2)
+def _close_workspace(ws: Workspace) -> None:
+    ws.close()
+
+
+@st.cache_resource(show_spinner=False, max_entries=2, on_release=_close_workspace)
+def _workspace(path: str) -> Workspace:
+    return Workspace(db_path=path, keep_open=True)
+
+
+def workspace() -> Workspace:
+    """The process's workspace over the configured cache: one writable connection shared by
+    every session (each operation takes its own cursor), models built once."""
+    return _workspace(str(db_path()))
+
+
 def model(model_id: str) -> EmbeddingModel:
     """A model, built once per process (weights on the selected device by the engine)."""
-    return create_model(model_id)
+    return workspace().model(model_id)
 
 
-@st.cache_resource(show_spinner=False, max_entries=2)
 def engine(model_id: str) -> EmbeddingEngine:
     """The embedding engine of a model (device, batch size and precision from the settings)."""
-    return EmbeddingEngine.from_settings(model(model_id))
+    return workspace().engine(model_id)
 
 
 @st.cache_resource(show_spinner=False)
 def device_label() -> str:
     """The device embeddings run on: the GPU's name, or ``cpu``."""
     return describe_device(select_device(get_settings().device))
-
-
-def _close(cache: EmbeddingCache) -> None:
-    cache.close()
-
-
-@st.cache_resource(show_spinner=False, max_entries=2, on_release=_close)
-def _cache(path: str) -> EmbeddingCache:
-    return EmbeddingCache(path)
 
 
 def cache() -> EmbeddingCache:
@@ -80,7 +79,7 @@ def cache() -> EmbeddingCache:
             so the next rerun tries again.
         CacheError: the file is not a usable cache.
     """
-    return _cache(str(db_path()))
+    return workspace().shared_cache()
 
 
 def cache_stats() -> CacheStats:

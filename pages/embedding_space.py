@@ -57,13 +57,15 @@ from app.state import (
     set_selected_tiles,
 )
 from app.url_state import UrlState, take_pending_url, write_params, write_url
-from backend.analysis.projection import Projection
-from backend.classes.user_classes import classes
-from backend.errors import SoftMapError
-from backend.imagery.sources import SceneSource
-from backend.imagery.tiling import parse_tile_id
-from backend.models import get_model_meta
-from backend.store.scopes import Scope
+from backend.service import (
+    Projection,
+    SceneSource,
+    Scope,
+    SoftMapError,
+    get_model_meta,
+    list_classes,
+    parse_tile_id,
+)
 
 PAGE = "embedding"
 MAP_KEY = "embedding.map"
@@ -141,7 +143,7 @@ def colouring_for(
             )
         return landcover_colouring(dominant, head_id)
     if how == "class":
-        names = [c.name for c in classes(resources.cache())]
+        names = [c.name for c in list_classes(resources.workspace())]
         if not names:
             return plain(ids, "No classes yet: create one on *My classes*.")
         kept("embedding.class", names[0])

@@ -46,19 +46,21 @@ from app.projection_view import (
 )
 from app.state import get_analysis, get_selection, keep, kept, region_on, set_region
 from app.url_state import UrlState, take_pending_url, write_params, write_url
-from backend.classes.active_learning import Suggestions
-from backend.classes.user_classes import (
+from backend.service import (
+    Scope,
+    SoftMapError,
+    Suggestions,
     UserClass,
-    classes,
     create_class,
     delete_class,
+    get_model_meta,
     import_labels,
+    list_classes,
+    parse_tile_id,
 )
-from backend.classes.user_classes import rename_class as rename_user_class
-from backend.errors import SoftMapError
-from backend.imagery.tiling import parse_tile_id
-from backend.models import get_model_meta
-from backend.store.scopes import Scope
+from backend.service import (
+    rename_class as rename_user_class,
+)
 
 PAGE = "classes"
 MAP_KEY = "classes.map"
@@ -89,7 +91,7 @@ def apply_link(url: UrlState) -> None:
 def _try(action: Any, *args: Any) -> Any:
     st.session_state.pop(ERROR_KEY, None)
     try:
-        return action(resources.cache(), *args)
+        return action(resources.workspace(), *args)
     except SoftMapError as e:
         st.session_state[ERROR_KEY] = e
         return None
@@ -206,7 +208,7 @@ def labels_panel(name: str, key: LabelsKey) -> None:
     if upload is not None and st.session_state.get("classes.import_seen") != upload.file_id:
         st.session_state["classes.import_seen"] = upload.file_id
         with user_errors():
-            changes = import_labels(resources.cache(), _json(upload.getvalue()))
+            changes = import_labels(resources.workspace(), _json(upload.getvalue()))
             n = sum(c.tiles for c in changes)
             st.session_state[NOTICE_KEY] = (
                 f"Imported {n} labels into {', '.join(sorted({c.class_name for c in changes}))}."
@@ -278,8 +280,7 @@ def page() -> None:
     if notice:
         st.success(notice, icon=":material/check_circle:")
     try:
-        cache = resources.cache()
-        names = [c.name for c in classes(cache)]
+        names = [c.name for c in list_classes(resources.workspace())]
         version = model_version(selection.model_id)
     except SoftMapError as e:
         show_error(e)

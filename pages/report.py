@@ -23,10 +23,12 @@ from app.state import (
     set_region,
 )
 from app.url_state import take_pending_url, write_url
-from backend.errors import SoftMapError
-from backend.imagery.regions import Region
-from backend.imagery.sources import SceneSource
-from backend.models import get_model_meta
+from backend.service import (
+    Region,
+    SceneSource,
+    SoftMapError,
+    get_model_meta,
+)
 
 PAGE = "report"
 

@@ -52,12 +52,15 @@ from app.state import (
     set_region,
 )
 from app.url_state import UrlState, take_pending_url, write_params, write_url
-from backend.errors import InvalidRegionError, SoftMapError
-from backend.imagery.regions import Region
-from backend.imagery.sources import SceneSource
-from backend.models import get_model_meta
-from backend.search.heatmap import MatchHeatmap
-from backend.search.query import SearchResponse
+from backend.service import (
+    InvalidRegionError,
+    MatchHeatmap,
+    Region,
+    SceneSource,
+    SearchResponse,
+    SoftMapError,
+    get_model_meta,
+)
 
 PAGE = "similar"
 SCOPES: dict[str, ScopeKind] = {

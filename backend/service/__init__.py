@@ -4,9 +4,20 @@ The CLI commands, the Streamlit pages and the HTTP service call these names and 
 them: each operation takes a :class:`Workspace` and a typed request and returns a typed result.
 """
 
-from backend.errors import SoftMapError
-from backend.imagery.regions import Region
+# The results' types, the parsers of user input and the pure map helpers the UI shows them with.
+from backend.analysis.projection import Projection
+from backend.classes.active_learning import Suggestions
+from backend.classes.user_classes import UserClass
+from backend.errors import InvalidRegionError, SoftMapError
+from backend.imagery.preview import region_grid_geojson, tile_at, tile_grid_geojson
+from backend.imagery.regions import Region, parse_bbox, parse_geojson, point_region
+from backend.imagery.sources import SceneSource
+from backend.imagery.tiling import parse_tile_id
+from backend.landcover.maps import LandCoverResult
+from backend.models import ModelMeta, get_model_meta
 from backend.models.inference import Progress, ProgressCallback
+from backend.search.heatmap import MatchHeatmap
+from backend.search.query import SearchResponse
 from backend.service.analysis import (
     ChangeRequest,
     ProjectOutcome,
@@ -48,6 +59,7 @@ from backend.service.classes import (
     add_labels,
     class_labels,
     classify,
+    create_class,
     delete_class,
     export_labels,
     import_labels,
@@ -98,6 +110,7 @@ from backend.service.training import (
     pretrain,
 )
 from backend.service.workspace import EngineOptions, RegionSpec, Workspace, region_spec
+from backend.store.scopes import Scope
 
 __all__ = [
     "LANDCOVER_EXPORTS",
@@ -117,19 +130,27 @@ __all__ = [
     "FuseOutcome",
     "FuseRequest",
     "FusionChoice",
+    "InvalidRegionError",
     "LandCoverRequest",
+    "LandCoverResult",
+    "MatchHeatmap",
     "ModelInfo",
+    "ModelMeta",
     "PairsRequest",
     "Progress",
     "ProgressCallback",
     "ProjectOutcome",
     "ProjectRequest",
+    "Projection",
     "Region",
     "RegionSpec",
     "ReportRequest",
     "RunsReport",
+    "SceneSource",
+    "Scope",
     "ScopeRequest",
     "SearchRequest",
+    "SearchResponse",
     "SoftMapError",
     "SourceInfo",
     "StacAddRequest",
@@ -138,9 +159,11 @@ __all__ = [
     "StepInfo",
     "SuggestOutcome",
     "SuggestRequest",
+    "Suggestions",
     "TileSelection",
     "TrainConfig",
     "TrainRequest",
+    "UserClass",
     "Workspace",
     "add_labels",
     "add_source",
@@ -148,6 +171,7 @@ __all__ = [
     "classify",
     "common_region",
     "compare_dates",
+    "create_class",
     "delete_class",
     "detect_region_change",
     "embed",
@@ -158,6 +182,7 @@ __all__ = [
     "fit_landcover_head",
     "fuse_region",
     "fusion_choices",
+    "get_model_meta",
     "import_labels",
     "labels_geojson",
     "landcover_download",
@@ -169,9 +194,14 @@ __all__ = [
     "list_sources",
     "map_landcover",
     "overlapping_sources",
+    "parse_bbox",
+    "parse_geojson",
+    "parse_tile_id",
+    "point_region",
     "pretrain",
     "project_scope",
     "recent_runs",
+    "region_grid_geojson",
     "region_spec",
     "remove_labels",
     "remove_source",
@@ -184,6 +214,8 @@ __all__ = [
     "stac_add",
     "stac_search",
     "suggest_labels",
+    "tile_at",
     "tile_coverage",
+    "tile_grid_geojson",
     "tile_records",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,16 @@ def labels_geojson(ws: Workspace, name: str | None = None) -> dict[str, Any]:
         return uc.labels_geojson(cache, name)
 
 
+def create_class(ws: Workspace, name: str, *, exist_ok: bool = False) -> uc.UserClass:
+    """A new (empty) class.
+
+    Raises:
+        SoftMapError: the name is empty, too long or taken (unless ``exist_ok``).
+    """
+    with ws.cache() as cache:
+        return uc.create_class(cache, name, exist_ok=exist_ok)
+
+
 def rename_class(ws: Workspace, old: str, new: str) -> uc.UserClass:
     with ws.cache() as cache:
         return uc.rename_class(cache, old, new)
@@ -179,10 +190,11 @@ def export_labels(ws: Workspace, path: Path, name: str | None = None) -> int:
         return uc.export_labels(cache, path, name)
 
 
-def import_labels(ws: Workspace, path: Path) -> list[uc.LabelChange]:
-    """Read labels written by :func:`export_labels` (classes created as needed)."""
+def import_labels(ws: Workspace, data: Path | Mapping[str, Any]) -> list[uc.LabelChange]:
+    """Add labels written by :func:`export_labels` (a file or its parsed GeoJSON; classes are
+    created as needed)."""
     with ws.cache() as cache:
-        return uc.import_labels(cache, path)
+        return uc.import_labels(cache, data)
 
 
 # --- classifiers ---------------------------------------------------------------------------
