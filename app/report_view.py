@@ -17,9 +17,18 @@ import streamlit as st
 from app import resources
 from app.analysis import LandCover, map_landcover
 from app.state import Analysis
-from backend.classes.user_classes import classes
-from backend.landcover.maps import LandCoverResult
-from backend.outputs.report import EXPORTS, ExportKind, build_report, export_name, write_export
+from backend.service import (
+    LANDCOVER_EXPORTS,
+    LandCoverExportKind,
+    LandCoverResult,
+    Region,
+    RegionSpec,
+    ReportRequest,
+    landcover_download,
+    list_classes,
+    report,
+)
+from backend.service import landcover_export_name as export_name
 
 LANDCOVER_KEY = "report.landcover"
 CLASSES_KEY = "report.classes"
@@ -63,7 +72,7 @@ def labelled_classes() -> dict[str, str]:
     """User classes with positive and negative labels → a version (their label counts)."""
     return {
         c.name: f"{c.positives}+/{c.negatives}-"
-        for c in classes(resources.cache())
+        for c in list_classes(resources.workspace())
         if c.positives and c.negatives
     }
 
@@ -75,39 +84,36 @@ def report_html(
     """The self-contained HTML report (``key``, region and class label counts are the cache key)."""
     from shapely import wkt
 
-    from backend.imagery.regions import Region
-
-    report = build_report(
-        Region(wkt.loads(region_wkt)),
-        _result.source,
-        resources.model(str(_result.head["model_id"])),
-        resources.cache(),
-        landcover=_result,
-        class_names=[name for name, _ in class_versions],
+    request = ReportRequest(
+        source=_result.source.id,
+        region=RegionSpec.of(Region(wkt.loads(region_wkt))),
+        model=str(_result.head["model_id"]),
+        head=str(_result.head["head_id"]),
+        classes=tuple(name for name, _ in class_versions),
     )
-    return report.html
+    return report(resources.workspace(), request, landcover=_result).html
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def export_bytes(kind: ExportKind, key: str, _result: LandCoverResult) -> bytes:
+def export_bytes(kind: LandCoverExportKind, key: str, _result: LandCoverResult) -> bytes:
     """One export of a result, written by the backend into a temporary folder, as bytes."""
     with tempfile.TemporaryDirectory(prefix="softmap-export-") as tmp:
         path = Path(tmp) / export_name(kind, _result)
-        write_export(kind, path, _result, resources.cache())
+        landcover_download(resources.workspace(), kind, _result, path)
         return path.read_bytes()
 
 
 def report_files(
     result: LandCoverResult, region_wkt: str, class_names: tuple[str, ...]
 ) -> list[ReportFile]:
-    """The HTML report, then every export of :data:`backend.outputs.report.EXPORTS`."""
+    """The HTML report, then every export of ``LANDCOVER_EXPORTS``."""
     key = result_key(result, region_wkt)
     versions = labelled_classes()
     chosen = tuple((n, versions.get(n, "")) for n in class_names)
     html = report_html(key, region_wkt, chosen, result)
     stem = export_name("areas_csv", result).removesuffix("_areas_csv.csv")
     files = [ReportFile("Report (HTML)", f"{stem}_report.html", HTML_MIME, html.encode())]
-    for kind, spec in EXPORTS.items():
+    for kind, spec in LANDCOVER_EXPORTS.items():
         data = export_bytes(kind, key, result)
         files.append(ReportFile(spec.label, export_name(kind, result), spec.mime, data))
     return files

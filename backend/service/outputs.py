@@ -149,4 +149,5 @@ def landcover_download(
 
 #: The downloads offered next to a land-cover map, and their file names.
 LANDCOVER_EXPORTS = EXPORTS
+LandCoverExportKind = ExportKind
 landcover_export_name = export_name
