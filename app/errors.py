@@ -2,11 +2,15 @@
 
 Every :class:`~backend.errors.SoftMapError` carries a short title and a message that says what to
 do; :data:`PRESENTATION` decides whether it shows as a warning (a choice the user can simply
-change) or an error (something to fix outside the app). No traceback reaches the page.
+change) or an error (something to fix outside the app). No traceback reaches the page: anything
+else a page raises is caught at the page boundary (:func:`page_boundary`), shown as one line with an
+id the user can quote, and logged with its traceback under that id.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -31,6 +35,7 @@ from backend.errors import (
 )
 
 Level = Literal["warning", "error"]
+log = logging.getLogger("softmap.app.errors")
 
 #: Error class → how it is shown; the most specific class listed wins (checked in order).
 PRESENTATION: tuple[tuple[type[SoftMapError], Level, str], ...] = (
@@ -84,3 +89,29 @@ def user_errors(where: object = None) -> Iterator[None]:
         yield
     except SoftMapError as e:
         show_error(e, where=where)
+
+
+def unexpected_error_text(error_id: str) -> str:
+    """What the user sees for a failure that is not theirs to fix."""
+    return (
+        "**Something went wrong** — SoftMap hit an unexpected problem on this page. Try again, or "
+        f"report it quoting error id `{error_id}` (the details are in the app's log)."
+    )
+
+
+@contextmanager
+def page_boundary(page: str) -> Iterator[None]:
+    """Run a page: a :class:`SoftMapError` is shown as usual; any other exception as one line.
+
+    The line carries a short id; the traceback is logged (logger ``softmap.app.errors``) with the
+    same id and the page name, so a report can be matched to it. Streamlit's own control flow
+    (``st.stop``, ``st.rerun``, ``st.switch_page``) is not an ``Exception`` and passes through.
+    """
+    try:
+        yield
+    except SoftMapError as e:
+        show_error(e)
+    except Exception as e:  # the page boundary: the one place a broad catch belongs
+        error_id = uuid.uuid4().hex[:8]
+        log.error("error id %s on page %s: %s", error_id, page, e, exc_info=e)
+        st.error(unexpected_error_text(error_id), icon=":material/bug_report:")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.errors import page_boundary
 from app.pages_registry import navigation_pages
 from app.sidebar import sidebar
 from app.state import set_selection
@@ -30,5 +31,5 @@ selection = sidebar(url or st.session_state.pop("app.url_seed", None))
 if selection is None:
     st.stop()
 set_selection(selection)
-with timed(page.url_path or "explore"):
+with timed(page.url_path or "explore"), page_boundary(page.url_path or "explore"):
     page.run()
