@@ -236,7 +236,7 @@ def match_tiles(
     out: list[TileMatch] = []
     if len(f2):
         pairs = tree.query(f2, predicate="intersects") if len(f1) else np.zeros((2, 0), int)
-        best: dict[int, tuple[float, int, int]] = {}
+        best: dict[int, tuple[tuple[float, int, int], float]] = {}
         for i2, i1 in zip(pairs[0].tolist(), pairs[1].tolist(), strict=True):
             key = (str(s2_tiles[i2]["source_id"]), str(s1_tiles[i1]["source_id"]))
             if key not in days_apart:
@@ -244,11 +244,11 @@ def match_tiles(
             share = float(shapely.area(shapely.intersection(f2[i2], f1[i1])) / f2[i2].area)
             # Largest overlap first (to 0.1 %), then the acquisition closest in time.
             rank = (round(share, 3), -days_apart[key], i1)
-            if share >= min_overlap and (i2 not in best or rank > best[i2]):
-                best[i2] = (rank[0], rank[1], i1)
+            if share >= min_overlap and (i2 not in best or rank > best[i2][0]):
+                best[i2] = (rank, share)
         for i2, t2 in enumerate(s2_tiles):
             if i2 in best:
-                share, neg_days, i1 = best[i2]
+                (_, neg_days, i1), share = best[i2]
                 s1_id = s1_tiles[i1]["tile_id"]
                 out.append(TileMatch(t2["tile_id"], "both", t2["tile_id"], s1_id, share, -neg_days))
             else:
