@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from backend.cli import commands
+from backend.cli.remote import lock_hint, run_remote
 from backend.cli.validation import Parser, check_paths, report_os_error
-from backend.errors import SoftMapError
+from backend.errors import CacheLockedError, SoftMapError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="softmap",
         description="Embed Sentinel imagery tile by tile with SoftCon models, cached in DuckDB; "
         "land-cover maps, similarity search, projections and your own classes.",
+    )
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="run runs/embed/search through this SoftMap service (default: SOFTMAP_BACKEND_URL, "
+        "else the service that owns the cache, if any; token: SOFTMAP_BACKEND_TOKEN)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = [
@@ -40,9 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_glue_negative(sys.argv[1:] if argv is None else list(argv)))
     try:
         check_paths(parser, args)  # before any work: a path that cannot be used is one line
-        return int(args.handler(args))
+        remote = run_remote(args)  # through the service that owns the cache, if there is one
+        return int(args.handler(args)) if remote is None else remote
     except SoftMapError as e:
         print(f"softmap: {e.one_line()}", file=sys.stderr)
+        if isinstance(e, CacheLockedError) and (hint := lock_hint(args)):
+            print(f"softmap: {hint}", file=sys.stderr)
         return 2
     except OSError as e:  # the file system failed under a check that passed (disk full, …)
         print(f"softmap: {report_os_error(e)}", file=sys.stderr)

@@ -3,7 +3,9 @@ locator file is the real one (also with ``--port 0``), and remove the locator on
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import socket
 import threading
 from dataclasses import dataclass
@@ -85,7 +87,11 @@ def serve(config: ServerConfig, settings: Settings | None = None) -> None:
     )
     sock = bind(config.host, config.port)
     server = _uvicorn(config, settings, sock)
-    server.run(sockets=[sock])
+    # uvicorn re-raises the signal that stopped it once it has shut down cleanly; a stop on
+    # request (Ctrl-C, `docker stop`) is a clean exit, not an interruption.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
     if not server.started:
         from backend.errors import SoftMapError
 

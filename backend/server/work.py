@@ -7,11 +7,13 @@ at once with a 4xx instead of becoming a failed job. The job then calls the appl
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from backend import service
+from backend.errors import ChangeError, SoftMapError
 from backend.models.registry import get_model_meta
 from backend.server.jobs import JobContext, JobType
 from backend.server.state import ServiceState
@@ -26,15 +28,25 @@ def prepare(state: ServiceState, request: R) -> R:
         state.checked_region(req.region, state.source(req.source))
         get_model_meta(req.model)
     if isinstance(req, service.ChangeRequest):
+        if req.before == req.after:
+            raise ChangeError(f"before and after are both {req.before}; pick two acquisitions.")
         region = state.region(req.region)
         for source_id in (req.before, req.after):
             state.checked_region(service.RegionSpec.of(region), state.source(source_id))
         get_model_meta(req.model)
     if isinstance(req, service.LandCoverRequest | service.ChangeRequest) and req.out:
-        state.output_path(str(req.out), (".tif", ".tiff"))
+        _suffix(req.out, (".tif", ".tiff"))
     if isinstance(req, service.ReportRequest) and req.out:
-        state.output_path(str(req.out), (".html", ".htm"))
+        _suffix(req.out, (".html", ".htm"))
     return req
+
+
+def _suffix(path: Path, suffixes: tuple[str, ...]) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise SoftMapError(
+            f"The output '{path.name}' must end with {' or '.join(suffixes)}.",
+            title="Invalid option",
+        )
 
 
 def job_types(state: ServiceState) -> dict[str, JobType]:

@@ -1,0 +1,317 @@
+"""A typed client of the SoftMap HTTP service (``softmap serve``), over httpx.
+
+Methods mirror the application layer: they take the same typed requests (``backend.service``)
+and, where the service layer returns a backend result (:class:`EmbedResult`,
+:class:`SearchResponse`, :class:`RunsReport`), return that same type, so a caller (the CLI, the
+app) can switch between in-process and remote without changing what it does with the result.
+Long work follows the job's event stream and feeds the usual progress callback.
+
+Errors come back as the SoftMap error the service raised (same class where the title names
+one, same title and message), so callers present them exactly as in-process errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from backend import errors
+from backend.embedding.pipeline import EmbedResult
+from backend.errors import SoftMapError
+from backend.models.inference import Progress, ProgressCallback
+from backend.search.query import SearchResponse, SearchResult
+from backend.server.schemas import (
+    ErrorBody,
+    FileInfo,
+    Health,
+    JobInfo,
+    JobKind,
+    JobList,
+    LabelRequest,
+    ModelList,
+    Payload,
+    RunList,
+    SearchOut,
+    SourceList,
+)
+from backend.service import (
+    ChangeRequest,
+    ClassifyRequest,
+    EmbedRequest,
+    ExportRequest,
+    LandCoverRequest,
+    ProjectRequest,
+    ReportRequest,
+    RunsReport,
+    SearchRequest,
+    SuggestRequest,
+)
+from backend.store.cache import CacheStats
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Environment variables naming a service to use and its token.
+URL_ENV = "SOFTMAP_BACKEND_URL"
+TOKEN_ENV = "SOFTMAP_BACKEND_TOKEN"
+
+
+class ServiceUnreachableError(SoftMapError):
+    title = "SoftMap service unreachable"
+
+
+class JobFailedError(SoftMapError):
+    title = "Job failed"
+
+
+def _error_classes() -> dict[str, type[SoftMapError]]:
+    out: dict[str, type[SoftMapError]] = {}
+    for value in vars(errors).values():
+        if isinstance(value, type) and issubclass(value, SoftMapError):
+            out.setdefault(value.title, value)
+    return out
+
+
+_BY_TITLE = _error_classes()
+
+
+def error_from(body: ErrorBody) -> SoftMapError:
+    """The SoftMap error a ``{"title", "message"}`` body stands for."""
+    cls = _BY_TITLE.get(body.title, SoftMapError)
+    return cls(body.message, title=body.title)
+
+
+class SoftMapClient:
+    """A connection to one SoftMap service; use as a context manager (or call :meth:`close`).
+
+    Args:
+        url: e.g. ``http://127.0.0.1:8600``.
+        token: the service's bearer token, if it has one.
+        timeout: seconds for a request (long work runs as jobs, so requests stay short).
+        transport: an httpx transport (tests pass FastAPI's ASGI one).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_env(cls) -> SoftMapClient | None:
+        """The service named by ``SOFTMAP_BACKEND_URL`` (and ``SOFTMAP_BACKEND_TOKEN``), if set."""
+        url = os.environ.get(URL_ENV, "").strip()
+        return cls(url, token=os.environ.get(TOKEN_ENV) or None) if url else None
+
+    def __enter__(self) -> SoftMapClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as e:
+            raise ServiceUnreachableError(
+                f"The service at {self.url} did not answer {method} {path} in time."
+            ) from e
+        except httpx.TransportError as e:
+            raise ServiceUnreachableError(
+                f"Cannot reach the service at {self.url} ({type(e).__name__}): is "
+                "`softmap serve` running there?"
+            ) from e
+        if response.status_code >= 400:
+            raise _error_of(response)
+        return response
+
+    def _get(self, path: str, model: type[M], **params: Any) -> M:
+        return model.model_validate(self._request("GET", path, params=params).json())
+
+    def _post(self, path: str, body: BaseModel | dict[str, Any] | None, model: type[M]) -> M:
+        payload = (
+            body.model_dump(mode="json", by_alias=True) if isinstance(body, BaseModel) else body
+        )
+        return model.model_validate(self._request("POST", path, json=payload).json())
+
+    # --- system ----------------------------------------------------------------------------
+    def health(self) -> Health:
+        return self._get("/health", Health)
+
+    def sources(self) -> SourceList:
+        return self._get("/sources", SourceList)
+
+    def models(self) -> ModelList:
+        return self._get("/models", ModelList)
+
+    def recent_runs(self, limit: int = 10) -> RunsReport:
+        """As :func:`backend.service.recent_runs`."""
+        found = self._get("/runs", RunList, limit=limit)
+        runs = [r.model_dump() for r in found.runs]
+        return RunsReport(CacheStats(**found.cache.model_dump()), runs)
+
+    # --- jobs ------------------------------------------------------------------------------
+    def submit(self, kind: JobKind, request: BaseModel) -> JobInfo:
+        """Queue long work; returns the job at once (state ``queued``)."""
+        return self._post(f"/{kind}", request, JobInfo)
+
+    def job(self, job_id: str) -> JobInfo:
+        return self._get(f"/jobs/{job_id}", JobInfo)
+
+    def jobs(self, state: str | None = None, limit: int = 50) -> list[JobInfo]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["status"] = state
+        return self._get("/jobs", JobList, **params).jobs
+
+    def cancel(self, job_id: str) -> JobInfo:
+        return self._post(f"/jobs/{job_id}/cancel", None, JobInfo)
+
+    def resume(self, job_id: str) -> JobInfo:
+        return self._post(f"/jobs/{job_id}/resume", None, JobInfo)
+
+    def events(self, job_id: str) -> Iterator[JobInfo]:
+        """The job as it changes (server-sent events), until it finishes."""
+        try:
+            with self._http.stream("GET", f"/jobs/{job_id}/events", timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_of(response)
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        yield JobInfo.model_validate(json.loads(line[5:].strip()))
+        except httpx.TransportError as e:
+            raise ServiceUnreachableError(
+                f"Lost the service at {self.url} while following job {job_id}."
+            ) from e
+
+    def wait(self, job_id: str, progress: ProgressCallback | None = None) -> JobInfo:
+        """Follow a job to its end, feeding ``progress``; raise its error if it did not complete.
+
+        Raises:
+            SoftMapError: the job's own error (as in-process), or JobFailedError.
+        """
+        last: JobInfo | None = None
+        for info in self.events(job_id):
+            last = info
+            if progress is not None and info.state == "running" and info.progress.total:
+                p = info.progress
+                progress(Progress(p.done, p.total, p.elapsed_s))
+            if info.finished:
+                break
+        if last is None or not last.finished:
+            # The stream ended early (the service restarted): poll until the job settles.
+            last = self._poll(job_id)
+        if last.state != "completed":
+            if last.error is not None:
+                raise error_from(last.error)
+            raise JobFailedError(f"Job {job_id} ended {last.state}.")
+        return last
+
+    def _poll(self, job_id: str, interval: float = 0.5) -> JobInfo:
+        while True:
+            info = self.job(job_id)
+            if info.finished:
+                return info
+            time.sleep(interval)
+
+    def run(
+        self, kind: JobKind, request: BaseModel, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        """Submit long work and wait for its result (its JSON form)."""
+        job = self.submit(kind, request)
+        done = self.wait(job.id, progress)
+        assert done.result is not None
+        return done.result
+
+    # --- long work, as the application layer -----------------------------------------------
+    def embed(self, req: EmbedRequest, progress: ProgressCallback | None = None) -> EmbedResult:
+        """As :func:`backend.service.embed`, on the service."""
+        out = self.run("embed", req, progress)
+        return EmbedResult(**{**out, "tile_ids": tuple(out["tile_ids"])})
+
+    def map_landcover(
+        self, req: LandCoverRequest, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        return self.run("landcover", req, progress)
+
+    def detect_change(self, req: ChangeRequest) -> dict[str, Any]:
+        return self.run("change", req)
+
+    def report(
+        self, req: ReportRequest, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        return self.run("report", req, progress)
+
+    # --- reads and small writes ------------------------------------------------------------
+    def search(self, req: SearchRequest) -> SearchOut:
+        return self._post("/search", req, SearchOut)
+
+    def find_similar(self, req: SearchRequest) -> SearchResponse:
+        """As :func:`backend.service.find_similar`, on the service."""
+        out = self.search(req).model_dump()
+        hits = tuple(SearchResult(**h) for h in out.pop("results"))
+        out["query_tile_ids"] = tuple(out["query_tile_ids"])
+        out["negative_tile_ids"] = tuple(out["negative_tile_ids"])
+        return SearchResponse(**out, results=hits)
+
+    def project(self, req: ProjectRequest) -> dict[str, Any]:
+        return self._post("/projection", req, Payload).model_dump()
+
+    def classes(self) -> list[dict[str, Any]]:
+        return list(self._get("/classes", Payload).model_dump()["classes"])
+
+    def add_labels(self, name: str, req: LabelRequest) -> dict[str, Any]:
+        return self._post(f"/classes/{name}/labels", req, Payload).model_dump()
+
+    def classify(self, req: ClassifyRequest) -> dict[str, Any]:
+        return self._post("/classify", req, Payload).model_dump()
+
+    def suggest(self, req: SuggestRequest) -> dict[str, Any]:
+        return self._post("/suggest", req, Payload).model_dump()
+
+    def export(self, req: ExportRequest) -> dict[str, Any]:
+        return self._post("/exports", req, Payload).model_dump()
+
+    def upload(self, local: str | Path, name: str) -> FileInfo:
+        """Send a local file to ``uploads/<name>`` in the service's data folder."""
+        data = Path(local).read_bytes()
+        response = self._request("PUT", f"/files/uploads/{name}", content=data)
+        return FileInfo.model_validate(response.json())
+
+    def download(self, name: str, dest: str | Path) -> Path:
+        """Fetch a file of the data folder (e.g. ``outputs/map.tif``) to ``dest``."""
+        response = self._request("GET", f"/files/{name}")
+        out = Path(dest)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(response.content)
+        return out
+
+
+def _error_of(response: httpx.Response) -> SoftMapError:
+    try:
+        body = ErrorBody.model_validate(response.json())
+    except (ValueError, TypeError):
+        return SoftMapError(
+            f"The service answered {response.status_code} without a SoftMap error body.",
+            title="Unexpected answer",
+        )
+    return error_from(body)
