@@ -22,11 +22,20 @@ from app import resources
 from app.map_view import LayerBuilder
 from app.projection_view import RAMP, ScopeInputs, Version, cached_scope, footprint
 from app.search_view import colour_ramp, text_colour
-from backend.classes.active_learning import Suggestion, Suggestions, suggest
-from backend.classes.classifier import Classification, ClassifierReport, classify_scope
-from backend.classes.user_classes import add_labels, labels, remove_labels
+from backend.classes.active_learning import Suggestion
+from backend.classes.classifier import Classification, ClassifierReport
 from backend.errors import SoftMapError
 from backend.landcover.areas import ClassArea
+from backend.service import (
+    Suggestions,
+    TileSelection,
+    add_labels,
+    class_labels,
+    classify_in,
+    labels_geojson,
+    remove_labels,
+    suggest_in,
+)
 
 ERROR_KEY = "classes.error"
 NOTICE_KEY = "classes.notice"
@@ -60,7 +69,7 @@ class Trained:
 
 def labels_key(name: str) -> LabelsKey:
     """The class's labels as ``((tile_id, positive), …)`` by tile id (one small query)."""
-    return tuple((lb.tile_id, lb.positive) for lb in labels(resources.cache(), name))
+    return tuple((lb.tile_id, lb.positive) for lb in class_labels(resources.workspace(), name))
 
 
 @st.cache_data(show_spinner="Training…", max_entries=16)
@@ -70,11 +79,9 @@ def train(db: str, name: str, inputs: ScopeInputs, version: Version, key: Labels
     Raises:
         NotEnoughLabelsError: fewer than one positive and one negative embedded tile.
     """
-    cache = resources.cache()
     scope = cached_scope(db, inputs, version)
-    result = classify_scope(cache, name, scope)
-    region = scope.region.geometry if scope.region is not None else None
-    return Trained(result, tuple(result.areas(cache, region)), region is not None)
+    result, areas = classify_in(resources.workspace(), name, scope)
+    return Trained(result, tuple(areas), scope.region is not None)
 
 
 @st.cache_data(show_spinner="Choosing tiles to label next…", max_entries=16)
@@ -82,7 +89,7 @@ def suggestions(
     db: str, name: str, inputs: ScopeInputs, version: Version, key: LabelsKey, k: int
 ) -> Suggestions:
     """``k`` unlabelled tiles of the scope that would teach the classifier most."""
-    return suggest(resources.cache(), name, cached_scope(db, inputs, version), k=k)
+    return suggest_in(resources.workspace(), name, cached_scope(db, inputs, version), k=k)
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -219,7 +226,7 @@ def classes_layer(
 def _guard(action: Any, *args: Any, notice: str | None = None, **kwargs: Any) -> None:
     st.session_state.pop(ERROR_KEY, None)
     try:
-        action(resources.cache(), *args, **kwargs)
+        action(resources.workspace(), *args, **kwargs)
     except SoftMapError as e:
         st.session_state[ERROR_KEY] = e
         return
@@ -229,12 +236,12 @@ def _guard(action: Any, *args: Any, notice: str | None = None, **kwargs: Any) ->
 
 def mark(name: str, tile_ids: Sequence[str], positive: bool) -> None:
     """Label tiles positive or negative (a callback: errors are kept for the page)."""
-    _guard(add_labels, name, list(tile_ids), positive=positive, origin="app")
+    _guard(add_labels, name, TileSelection(tiles=tuple(tile_ids)), positive=positive, origin="app")
 
 
 def unmark(name: str, tile_ids: Sequence[str]) -> None:
     """Remove the labels of tiles (a callback)."""
-    _guard(remove_labels, name, list(tile_ids))
+    _guard(remove_labels, name, TileSelection(tiles=tuple(tile_ids)))
 
 
 def labels_geojson_text(name: str, key: LabelsKey) -> str:
@@ -244,6 +251,4 @@ def labels_geojson_text(name: str, key: LabelsKey) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _labels_geojson(db: str, name: str, key: LabelsKey) -> str:
-    from backend.classes.user_classes import labels_geojson
-
-    return json.dumps(labels_geojson(resources.cache(), name), indent=1)
+    return json.dumps(labels_geojson(resources.workspace(), name), indent=1)

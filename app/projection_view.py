@@ -33,13 +33,24 @@ from shapely.geometry import Point, shape
 
 from app import resources
 from app.search_view import colour_ramp, model_version
-from backend.analysis.projection import Projection, ProjectionParams, project
-from backend.errors import SoftMapError
-from backend.imagery.regions import Region
-from backend.imagery.tiling import parse_tile_id
+from backend.analysis.projection import ProjectionParams
 from backend.landcover.labels import DW_PALETTE, DW_TITLES
-from backend.store.cache import EmbeddingCache
-from backend.store.scopes import Scope, resolve_scope, scope_embeddings, tile_records
+from backend.service import (
+    Projection,
+    Region,
+    RegionSpec,
+    Scope,
+    ScopeRequest,
+    SoftMapError,
+    class_predictions,
+    landcover_predictions,
+    parse_tile_id,
+    resolve_scope,
+    scope_projection,
+)
+from backend.service import predict_scope_landcover as predict_landcover_of
+from backend.service import records as records_of
+from backend.service import similarities as similarities_to
 
 __all__ = ["model_version"]
 
@@ -82,21 +93,17 @@ class ScopeInputs:
     source_id: str | None = None
     region_wkt: str | None = None
 
-    def resolve(self, cache: EmbeddingCache) -> Scope:
-        """The backend scope: tiles of the region (of the source), of the source, or all.
-
-        Raises:
-            NoEmbeddingsError, EmptyScopeError: nothing of the model is cached there.
-        """
+    def request(self) -> ScopeRequest:
+        """The scope: tiles of the region (of the source), of the source, or all."""
         from shapely import wkt
 
         region = (
-            Region(wkt.loads(self.region_wkt))
+            RegionSpec.of(Region(wkt.loads(self.region_wkt)))
             if self.kind == "region" and self.region_wkt
             else None
         )
         source = self.source_id if self.kind in ("region", "source") else None
-        return resolve_scope(cache, self.model_id, region=region, source_id=source)
+        return ScopeRequest(model=self.model_id, source=source, region=region)
 
 
 Version = tuple[tuple[int, int], ...]
@@ -104,14 +111,18 @@ Version = tuple[tuple[int, int], ...]
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_scope(db: str, inputs: ScopeInputs, version: Version) -> Scope:
-    """The resolved scope (``db`` and ``version`` are part of the key only)."""
-    return inputs.resolve(resources.cache())
+    """The resolved scope (``db`` and ``version`` are part of the key only).
+
+    Raises:
+        NoEmbeddingsError, EmptyScopeError: nothing of the model is cached there.
+    """
+    return resolve_scope(resources.workspace(), inputs.request())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def records(db: str, tile_ids: tuple[str, ...]) -> list[dict[str, Any]]:
     """Stored records (footprint, centre…) of tiles, in the order asked."""
-    return tile_records(resources.cache(), tile_ids)
+    return records_of(resources.workspace(), tile_ids)
 
 
 def footprint(record: dict[str, Any]) -> dict[str, Any]:
@@ -146,8 +157,7 @@ def map_tiles(db: str, scope: Scope, source_id: str) -> list[dict[str, Any]]:
 @st.cache_data(show_spinner=False, max_entries=16)
 def pca_projection(db: str, inputs: ScopeInputs, version: Version) -> Projection:
     """The instant 2-D PCA of the scope (stored in the cache too)."""
-    cache = resources.cache()
-    return project(cache, cached_scope(db, inputs, version), PCA_PARAMS)
+    return scope_projection(resources.workspace(), cached_scope(db, inputs, version), PCA_PARAMS)
 
 
 JobKey = tuple[str, ScopeInputs, Version, ProjectionParams]
@@ -217,10 +227,10 @@ def umap_jobs() -> UmapJobs:
 
 def umap_job(db: str, inputs: ScopeInputs, version: Version) -> UmapJob:
     """The UMAP job of a scope, started if needed; waits briefly so a stored fit shows at once."""
-    cache = resources.cache()
+    ws = resources.workspace()
     scope = cached_scope(db, inputs, version)
     key: JobKey = (db, inputs, version, UMAP_PARAMS)
-    job = umap_jobs().start(key, lambda: project(cache, scope, UMAP_PARAMS))
+    job = umap_jobs().start(key, lambda: scope_projection(ws, scope, UMAP_PARAMS))
     if not job.future.done():
         try:
             job.future.result(timeout=QUICK_WAIT_S)
@@ -262,9 +272,7 @@ def landcover_classes(
     db: str, model_id: str, tile_ids: tuple[str, ...], stamp: int
 ) -> tuple[str | None, tuple[int, ...]]:
     """(head id, dominant DW class per tile, -1 where none) from stored land-cover predictions."""
-    from backend.landcover.store import stored_predictions
-
-    stored = stored_predictions(resources.cache(), model_id, tile_ids)
+    stored = landcover_predictions(resources.workspace(), model_id, tile_ids)
     found = dict(zip(stored.tile_ids, stored.probabilities.argmax(axis=1).tolist(), strict=True))
     return stored.head_id, tuple(int(found.get(t, -1)) for t in tile_ids)
 
@@ -291,25 +299,7 @@ def predict_scope_landcover(scope: Scope) -> int:
     Raises:
         UnknownHeadError: the model has no land-cover head.
     """
-    from backend.landcover.heads import check_head_applies
-    from backend.landcover.store import (
-        ensure_tables,
-        resolve_head,
-        stored_predictions,
-        write_predictions,
-    )
-    from backend.settings import get_settings
-
-    cache = resources.cache()
-    head = resolve_head(cache, scope.eset.model_id, None, get_settings())
-    check_head_applies(head, scope.eset.preprocessing_hash, cache.set_preprocessing(scope.eset))
-    ensure_tables(cache)
-    have = set(stored_predictions(cache, head.model_id, scope.tile_ids, head.head_id).tile_ids)
-    todo = [t for t in scope.tile_ids if t not in have]
-    if todo:
-        ids, x = scope_embeddings(cache, scope.eset, todo)
-        write_predictions(cache, "landcover_predictions", head, ids, head.tile.predict(x))
-    return len(todo)
+    return predict_landcover_of(resources.workspace(), scope)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -320,10 +310,8 @@ def class_probabilities(
 
     ``stamp`` changes when the class was trained again (its predictions were rewritten).
     """
-    from backend.classes.classifier import stored_predictions
-
     scope = cached_scope(db, inputs, version)
-    ids, probs = stored_predictions(resources.cache(), class_name, scope.eset, None)
+    ids, probs = class_predictions(resources.workspace(), class_name, scope)
     if not ids:
         return None
     found = dict(zip(ids, probs.tolist(), strict=True))
@@ -337,17 +325,8 @@ def similarities(db: str, inputs: ScopeInputs, version: Version, anchor: str) ->
     Raises:
         NotFoundError: the anchor has no embedding in the scope's embedding set.
     """
-    from backend.errors import NotFoundError
-
-    cache = resources.cache()
     scope = cached_scope(db, inputs, version)
-    ids, x = scope_embeddings(cache, scope.eset, scope.tile_ids)
-    _, a = scope_embeddings(cache, scope.eset, [anchor])
-    if len(a) == 0:
-        raise NotFoundError(f"Tile {anchor} has no {scope.eset.model_id} embedding.")
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    q = a[0] / max(float(np.linalg.norm(a[0])), 1e-12)
-    by_id = dict(zip(ids, (unit @ q).tolist(), strict=True))
+    by_id = similarities_to(resources.workspace(), scope, anchor)
     return tuple(float(by_id.get(t, np.nan)) for t in scope.tile_ids)
 
 

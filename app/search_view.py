@@ -19,16 +19,21 @@ from numpy.typing import NDArray
 from app import resources
 from app.map_view import LayerBuilder
 from backend.imagery.preview import encode_png, png_data_url, tile_grid_geojson, tile_rgba
-from backend.imagery.regions import Region
-from backend.search.heatmap import MatchHeatmap, match_heatmaps
-from backend.search.query import (
-    Scope,
+from backend.search.query import SearchResult
+from backend.service import (
+    DataVersion,
+    MatchHeatmap,
+    Region,
+    RegionSpec,
+    SearchRequest,
     SearchResponse,
-    SearchResult,
-    scope_tile_ids,
-    search,
-    tile_at_point,
+    find_similar,
+    result_heatmap,
 )
+from backend.service import model_version as service_model_version
+from backend.service import records as service_tile_records
+from backend.service import region_tiles as service_region_tiles
+from backend.service import tile_under as service_tile_under
 
 ScopeKind = Literal["region", "source", "all"]
 
@@ -61,15 +66,29 @@ class SearchInputs:
     def has_query(self) -> bool:
         return bool(self.positives) or self.point is not None
 
-    def scope_object(self) -> Scope:
-        """The backend scope (a region scope is limited to the source shown)."""
+    def request(self, model_id: str) -> SearchRequest:
+        """The search (a region scope is limited to the source shown)."""
+        region = source = None
+        kind: ScopeKind = "all"
         if self.scope == "region" and self.region_wkt:
             from shapely import wkt
 
-            return Scope("region", self.source_id, Region(wkt.loads(self.region_wkt)))
-        if self.scope == "source" and self.source_id:
-            return Scope("source", self.source_id)
-        return Scope("all")
+            kind, source = "region", self.source_id
+            region = RegionSpec.of(Region(wkt.loads(self.region_wkt)))
+        elif self.scope == "source" and self.source_id:
+            kind, source = "source", self.source_id
+        return SearchRequest(
+            model=model_id,
+            source=source,
+            region=region,
+            scope=kind,
+            tiles=self.positives,
+            point=self.point,
+            negatives=self.negatives,
+            k=self.k,
+            threshold=self.threshold,
+            suppress=self.suppress,
+        )
 
 
 _QUERY = "similar.query"
@@ -97,21 +116,9 @@ def set_query(query: Query) -> None:
 
 
 # --- data version and cached derivations ------------------------------------------------------
-def model_version(model_id: str) -> tuple[tuple[int, int], ...]:
-    """(set id, rows) of each embedding set of the model: empty when nothing is cached.
-
-    A few ``count(*)``: cheap, and it changes whenever the model's embeddings do.
-    """
-    cache = resources.cache()
-    out = []
-    for s in cache.embedding_sets():
-        if s.model_id != model_id:
-            continue
-        with cache.cursor() as cur:
-            row = cur.execute(f"SELECT count(*) FROM {s.table_name}").fetchone()
-        if row and row[0]:
-            out.append((s.set_id, int(row[0])))
-    return tuple(out)
+def model_version(model_id: str) -> DataVersion:
+    """(set id, rows) of each embedding set of the model: empty when nothing is cached."""
+    return service_model_version(resources.workspace(), model_id)
 
 
 @st.cache_data(show_spinner="Searching…", max_entries=32)
@@ -123,17 +130,7 @@ def run_search(
     Raises:
         SoftMapError: see :func:`backend.search.query.search`.
     """
-    return search(
-        resources.cache(),
-        model_id,
-        tiles=inputs.positives,
-        point=inputs.point,
-        negatives=inputs.negatives,
-        scope=inputs.scope_object(),
-        k=inputs.k,
-        threshold=inputs.threshold,
-        suppress=inputs.suppress,
-    )
+    return find_similar(resources.workspace(), inputs.request(model_id))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -143,30 +140,21 @@ def region_tiles(
     """Records of the model's cached tiles over a region of one source."""
     from shapely import wkt
 
-    cache = resources.cache()
-    scope = Scope("region", source_id, Region(wkt.loads(region_wkt)))
-    ids: dict[str, None] = {}
-    for s in cache.embedding_sets():
-        if s.model_id == model_id:
-            ids.update(dict.fromkeys(scope_tile_ids(cache, s, scope) or []))
-    return cache.tiles(sorted(ids)[:MAX_CACHED_OUTLINES])
+    region = Region(wkt.loads(region_wkt))
+    return service_region_tiles(
+        resources.workspace(), model_id, source_id, region, MAX_CACHED_OUTLINES
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def tile_records(db: str, tile_ids: tuple[str, ...]) -> list[dict[str, Any]]:
     """Stored records of tiles (query tiles to draw), in the order asked."""
-    return resources.cache().tiles(list(tile_ids))
+    return service_tile_records(resources.workspace(), tile_ids)
 
 
 def tile_under(model_id: str, lon: float, lat: float) -> str | None:
-    """The model's cached tile under a lon/lat point (largest embedding set first)."""
-    cache = resources.cache()
-    for s in cache.embedding_sets():
-        if s.model_id == model_id:
-            hit = tile_at_point(cache, s, lon, lat)
-            if hit is not None:
-                return hit
-    return None
+    """The model's cached tile under a lon/lat point (first embedding set that has one)."""
+    return service_tile_under(resources.workspace(), model_id, lon, lat)
 
 
 @st.cache_data(show_spinner="Locating the match inside the tile…", max_entries=64)
@@ -174,14 +162,7 @@ def heatmap(
     db: str, model_id: str, preprocessing_hash: str, tile_id: str, query: NDArray[np.float32]
 ) -> MatchHeatmap | None:
     """The patch-token heatmap of one result against the search's query vector."""
-    cache = resources.cache()
-    eset = cache.embedding_set(model_id, preprocessing_hash)
-    if eset is None:
-        return None
-    maps = match_heatmaps(
-        cache, resources.engine(model_id), eset, [tile_id], query, catalog=resources.catalog()
-    )
-    return maps[0]
+    return result_heatmap(resources.workspace(), model_id, preprocessing_hash, tile_id, query)
 
 
 # --- colours ----------------------------------------------------------------------------------

@@ -9,7 +9,12 @@ from backend.analysis.projection import Projection
 from backend.classes.active_learning import Suggestions
 from backend.classes.user_classes import UserClass
 from backend.errors import InvalidRegionError, SoftMapError
-from backend.imagery.preview import region_grid_geojson, tile_at, tile_grid_geojson
+from backend.imagery.preview import (
+    region_grid_geojson,
+    tile_at,
+    tile_block_region,
+    tile_grid_geojson,
+)
 from backend.imagery.regions import Region, parse_bbox, parse_geojson, point_region
 from backend.imagery.sources import SceneSource
 from backend.imagery.tiling import parse_tile_id
@@ -25,6 +30,19 @@ from backend.service.analysis import (
     detect_region_change,
     project_scope,
     scope_projection,
+)
+from backend.service.browse import (
+    DataVersion,
+    class_predictions,
+    landcover_predictions,
+    model_version,
+    predict_scope_landcover,
+    records,
+    region_tiles,
+    resolve_scope,
+    result_heatmap,
+    similarities,
+    tile_under,
 )
 from backend.service.catalog import (
     AddSourceRequest,
@@ -59,6 +77,7 @@ from backend.service.classes import (
     add_labels,
     class_labels,
     classify,
+    classify_in,
     create_class,
     delete_class,
     export_labels,
@@ -69,6 +88,7 @@ from backend.service.classes import (
     rename_class,
     scope_json,
     single_source,
+    suggest_in,
     suggest_labels,
 )
 from backend.service.embedding import EmbedRequest, embed, tile_records
@@ -121,6 +141,7 @@ __all__ = [
     "ChangedTile",
     "ClassifyOutcome",
     "ClassifyRequest",
+    "DataVersion",
     "EmbedRequest",
     "EngineOptions",
     "EvalRequest",
@@ -170,7 +191,9 @@ __all__ = [
     "add_labels",
     "add_source",
     "class_labels",
+    "class_predictions",
     "classify",
+    "classify_in",
     "common_region",
     "compare_dates",
     "create_class",
@@ -190,34 +213,45 @@ __all__ = [
     "landcover_download",
     "landcover_export_name",
     "landcover_heads",
+    "landcover_predictions",
     "list_classes",
     "list_model_infos",
     "list_pairs",
     "list_sources",
     "map_landcover",
+    "model_version",
     "overlapping_sources",
     "parse_bbox",
     "parse_geojson",
     "parse_tile_id",
     "point_region",
+    "predict_scope_landcover",
     "pretrain",
     "project_scope",
     "recent_runs",
+    "records",
     "region_grid_geojson",
     "region_spec",
+    "region_tiles",
     "remove_labels",
     "remove_source",
     "rename_class",
     "report",
+    "resolve_scope",
+    "result_heatmap",
     "scope_json",
     "scope_projection",
     "search_scope",
+    "similarities",
     "single_source",
     "stac_add",
     "stac_search",
+    "suggest_in",
     "suggest_labels",
     "tile_at",
+    "tile_block_region",
     "tile_coverage",
     "tile_grid_geojson",
     "tile_records",
+    "tile_under",
 ]

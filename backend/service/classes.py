@@ -298,3 +298,18 @@ def suggest_labels(ws: Workspace, req: SuggestRequest) -> SuggestOutcome:
     with ws.cache(read_only=True) as cache:
         scope, _ = resolve(ws, cache, req.scope)
         return SuggestOutcome(req.name, scope, suggest(cache, req.name, scope, k=req.k))
+
+
+def classify_in(ws: Workspace, name: str, scope: Scope) -> tuple[Classification, list[ClassArea]]:
+    """Train on the current labels and predict a resolved scope (stored), with the class's
+    expected area inside the scope's region (or all of it)."""
+    with ws.cache() as cache:
+        result = classify_scope(cache, name, scope)
+        region = scope.region.geometry if scope.region is not None else None
+        return result, result.areas(cache, region)
+
+
+def suggest_in(ws: Workspace, name: str, scope: Scope, k: int = 10) -> Suggestions:
+    """``k`` unlabelled tiles of a resolved scope that would teach the classifier most."""
+    with ws.cache(read_only=True) as cache:
+        return suggest(cache, name, scope, k=k)
