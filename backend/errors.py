@@ -135,6 +135,15 @@ class EmptyScopeError(SoftMapError):
     title = "Nothing in scope"
 
 
+# --- clusters (softmap embed --ray) --------------------------------------------------------
+class RayUnavailableError(SoftMapError):
+    title = "Ray not installed"
+
+
+class ClusterError(SoftMapError):
+    title = "Ray cluster problem"
+
+
 # --- local scenes (softmap sources add) ----------------------------------------------------
 class SceneImportError(SoftMapError):
     title = "Cannot use this imagery"

@@ -57,6 +57,14 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--readers", type=non_negative_int, help="reader threads (0 = read in line; default: auto)"
     )
+    p.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="embed on a Ray cluster: ADDRESS (host:port, ray://host:10001, auto) or none for "
+        "RAY_ADDRESS, else a cluster started here (needs pip install 'softmap[ray]')",
+    )  # fmt: skip
+    p.add_argument(
+        "--ray-actors", type=positive_int, help="model replicas on the cluster (default: 1/GPU)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -73,6 +81,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         batch_size=getattr(args, "batch_size", None),
         precision=getattr(args, "precision", "auto"),
         readers=getattr(args, "readers", None),
+        ray_address=getattr(args, "ray", None),
+        ray_actors=getattr(args, "ray_actors", None),
     )
 
 
@@ -161,4 +171,6 @@ class ProgressBar:
 
             self._bar = tqdm(total=p.total, unit="tile", file=sys.stderr, leave=False)
         self._bar.n = p.done
+        if getattr(p, "workers", None) is not None:  # a cluster run: how much of the pool works
+            self._bar.set_postfix_str(f"{p.workers_busy}/{p.workers} workers busy", refresh=False)
         self._bar.refresh()

@@ -90,6 +90,14 @@ class EngineOptions(Request):
     batch_size: int | None = Field(default=None, ge=1, description="tiles per batch")
     precision: Precision = "auto"
     readers: int | None = Field(default=None, ge=0, description="reader threads (0 = in line)")
+    ray_address: str | None = Field(
+        default=None,
+        description="embed on a Ray cluster: 'local' (RAY_ADDRESS, else a cluster started "
+        "here), 'auto', HOST:PORT or ray://HOST:10001; None embeds in this process",
+    )
+    ray_actors: int | None = Field(
+        default=None, ge=1, description="model replicas on the cluster (default: one per GPU)"
+    )
 
     @property
     def is_default(self) -> bool:
@@ -194,14 +202,20 @@ class Workspace:
         key = (model_id, str(opts.checkpoint) if opts.checkpoint else None, opts)
         if key in self._engines:
             return self._engines[key]
-        engine = EmbeddingEngine.from_settings(
-            self.model(model_id, opts.checkpoint),
-            self.settings,
-            device=opts.device,
-            batch_size=opts.batch_size,
-            readers=opts.readers,
-            precision=opts.precision,
-        )
+        engine: EmbeddingEngine
+        if opts.ray_address is not None:
+            from backend.service.scale import ray_engine
+
+            engine = ray_engine(self.model(model_id, opts.checkpoint), opts, self.settings)
+        else:
+            engine = EmbeddingEngine.from_settings(
+                self.model(model_id, opts.checkpoint),
+                self.settings,
+                device=opts.device,
+                batch_size=opts.batch_size,
+                readers=opts.readers,
+                precision=opts.precision,
+            )
         if self.keep_open:
             self._engines[key] = engine
         return engine

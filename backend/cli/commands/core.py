@@ -36,7 +36,13 @@ def register(sub: Any) -> None:
     add_json_option(r)
     r.set_defaults(handler=_runs)
 
-    e = sub.add_parser("embed", help="embed a region and cache the embeddings")
+    e = sub.add_parser(
+        "embed",
+        help="embed a region and cache the embeddings",
+        description="Embed a region and cache the embeddings. --source takes one id, a "
+        "comma-separated list, or auto (every source the region touches): several sources are "
+        "planned and embedded as one job, with --ray on a Ray cluster.",
+    )
     add_region_options(e)
     add_model_options(e)
     add_engine_options(e)
@@ -113,6 +119,8 @@ def _embed(args: argparse.Namespace) -> int:
         raise invalid("--max-nodata must be between 0 and 1.")
     if args.max_cloud is not None and not 0 <= args.max_cloud <= 1:
         raise invalid("--max-cloud must be between 0 and 1.")
+    if args.source == "auto" or "," in args.source:
+        return _embed_sources(args)
     req = request(
         EmbedRequest,
         source=args.source,
@@ -137,4 +145,39 @@ def _embed(args: argparse.Namespace) -> int:
             f"(nodata or cloud) in {result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s on "
             f"{result.device}) → {result.db}"
         )
+    return 0
+
+
+def _embed_sources(args: argparse.Namespace) -> int:
+    """``--source A,B`` or ``--source auto``: several scenes planned and embedded as one job."""
+    from backend.service.scale import EmbedSourcesRequest, embed_sources
+
+    ids = [] if args.source == "auto" else [s.strip() for s in args.source.split(",") if s.strip()]
+    req = request(
+        EmbedSourcesRequest,
+        sources=ids,
+        region=required_region(args),
+        model=args.model,
+        engine=engine_options(args),
+        chip=args.chip,
+        stride=args.stride,
+        max_nodata=args.max_nodata,
+        max_cloud=args.max_cloud,
+    )
+    with ProgressBar(disable=args.quiet) as bar:
+        result = embed_sources(workspace(args), req, progress=bar.update)
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    for r in result.runs:
+        print(
+            f"{r.tiles} tiles of {r.source}: {r.computed} computed, {r.cached} cached, "
+            f"{r.skipped} skipped (nodata or cloud)"
+        )
+    out = result.to_json()
+    print(
+        f"{out['tiles']} tiles of {len(result.runs)} sources with {args.model} in "
+        f"{result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s on {result.device}) → "
+        f"{out['db']}"
+    )
     return 0
