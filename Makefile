@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := app,online,dev,bench,server
+EXTRAS := app,online,dev,bench,server,ray
 
 .PHONY: run test install lint typecheck pytest bench clean
 
