@@ -24,6 +24,15 @@ from backend.service import (
     tile_records,
 )
 from backend.service import map_landcover as map_region_landcover
+from backend.service.sensors import FuseRequest, fuse_region, split_fused_model_id
+
+#: Land-cover heads are fitted per model on a scene's label raster; no head reads fused sets yet.
+FUSED_HAS_NO_HEAD = SoftMapError(
+    "Land-cover heads are fitted per model and none reads a fused S2 + S1 set yet. Similar "
+    "places, Embedding space and My classes work on it; for a land-cover map choose the S2 "
+    "model alone.",
+    title="No land-cover head for S2 + S1",
+)
 
 
 def progress_text(p: Progress) -> str:
@@ -50,9 +59,15 @@ def analyse(region: Region, source: SceneSource, model_id: str) -> Analysis:
     """
     ws = resources.workspace()
     update, bar = progress_bar()
-    request = EmbedRequest(source=source.id, region=RegionSpec.of(region), model=model_id)
+    fused = split_fused_model_id(model_id)
     try:
-        result = embed(ws, request, progress=update)
+        if fused is not None:  # "S2 + S1": both sensors embedded, then their fused set
+            req = FuseRequest(source=source.id, region=RegionSpec.of(region),
+                              s2_model=fused[0], s1_model=fused[1])  # fmt: skip
+            result = fuse_region(ws, req, progress=update).as_embed_result()
+        else:
+            request = EmbedRequest(source=source.id, region=RegionSpec.of(region), model=model_id)
+            result = embed(ws, request, progress=update)
     finally:
         bar.empty()
     tiles = tile_records(ws, result.tile_ids)
@@ -102,6 +117,8 @@ def map_landcover(analysis: Analysis, source: SceneSource, head: str | None = No
     the model, say) is kept in the result for the page to show, not raised.
     """
     base = LandCover(analysis.source_id, analysis.model_id, analysis.region_wkt, head)
+    if split_fused_model_id(analysis.model_id) is not None:
+        return replace(base, error=FUSED_HAS_NO_HEAD)
     request = LandCoverRequest(
         source=source.id,
         region=RegionSpec(geojson=mapping(wkt.loads(analysis.region_wkt))),

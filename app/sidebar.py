@@ -12,6 +12,8 @@ from app.url_state import UrlState
 from backend.errors import SoftMapError
 from backend.models import ModelMeta, list_models
 from backend.models.weights import find_local_weights
+from backend.service import FusionChoice, fusion_choices
+from backend.service.sensors import split_fused_model_id
 
 #: The CC0 Virginia scene: land, marsh, lagoons and ocean in one view.
 DEFAULT_SOURCE = "demo/virginia"
@@ -84,7 +86,9 @@ def sidebar(url: UrlState | None) -> Selection | None:
     source_ids = list(labels)
     models = {m.id: m for m in list_models()}
     model_ids = list(models)
-    seed_from_url(url, source_ids, model_ids)
+    # A link may name an "S2 + S1" choice; whether it exists for the scene is checked below.
+    fused_link = [url.model] if url and url.model and split_fused_model_id(url.model) else []
+    seed_from_url(url, source_ids, model_ids + fused_link)
     source_id = bar.selectbox(
         "Scene",
         source_ids,
@@ -93,15 +97,25 @@ def sidebar(url: UrlState | None) -> Selection | None:
         key=SOURCE_KEY,
     )
     missing = {m.id for m in models.values() if m.weight_files and find_local_weights(m) is None}
+    fused = _fusion_choices(source_id)
+    options = model_ids + list(fused)
+    if st.session_state.get(MODEL_KEY) not in (None, *options):
+        del st.session_state[MODEL_KEY]  # an "S2 + S1" choice of a scene without a partner
     model_id = bar.selectbox(
         "Model",
-        model_ids,
-        index=_default_index(MODEL_KEY, model_ids, default_model(list(models.values()))),
-        format_func=lambda m: models[m].title + (" — weights not found" if m in missing else ""),
+        options,
+        index=_default_index(MODEL_KEY, options, default_model(list(models.values()))),
+        format_func=lambda m: (
+            fused[m].label
+            if m in fused
+            else models[m].title + (" — weights not found" if m in missing else "")
+        ),
         key=MODEL_KEY,
-        help="SoftCon weights are used when found in the models folder; see README.",
+        help="SoftCon weights are used when found in the models folder; see README. "
+        '"S2 + S1" appears for a scene with a radar (or optical) partner: both sensors\' '
+        "embeddings of each tile, joined (softmap fuse).",
     )
-    bar.caption(model_caption(models[model_id]))
+    bar.caption(fused[model_id].caption if model_id in fused else model_caption(models[model_id]))
     with user_errors(bar):
         bar.caption(f"Device: **{resources.device_label()}**")
     cache_panel()
@@ -109,6 +123,14 @@ def sidebar(url: UrlState | None) -> Selection | None:
     if times:
         bar.caption(f"Last render: {times[-1].seconds * 1000:.0f} ms server time")
     return Selection(source_id=source_id, model_id=model_id)
+
+
+def _fusion_choices(source_id: str) -> dict[str, FusionChoice]:
+    """The "S2 + S1" model choices of a scene (none when it has no partner or on an error)."""
+    try:
+        return {c.model_id: c for c in fusion_choices(resources.workspace(), source_id)}
+    except SoftMapError:
+        return {}
 
 
 def cache_panel() -> None:

@@ -44,6 +44,7 @@ import shapely
 from numpy.typing import NDArray
 
 from backend.errors import SoftMapError
+from backend.models.registry import FUSED_SEPARATOR
 from backend.store.cache import EmbeddingCache, EmbeddingSet
 from backend.store.scopes import scope_embeddings, tile_records
 
@@ -55,7 +56,6 @@ DEFAULT_S1_WEIGHT = 0.5
 MIN_TILE_OVERLAP = 0.5
 #: Bumped when the combination changes, so old fused vectors are never reused.
 FUSION_VERSION = 1
-FUSED_SEPARATOR = "+"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS fused_tiles (

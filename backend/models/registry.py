@@ -273,12 +273,64 @@ def _default_registry() -> ModelRegistry:
 default_registry: ModelRegistry = _default_registry()
 
 
+#: Joins the S2 and S1 model ids of a fused S2 + S1 embedding set (``backend.embedding.fusion``).
+FUSED_SEPARATOR = "+"
+
+
+def fused_model_meta(name: str) -> ModelMeta:
+    """Metadata of a fused S2 + S1 embedding set ``"<s2 model>+<s1 model>"``.
+
+    Not a model that runs: its embeddings are made by ``softmap fuse`` from the two models'
+    (``embed_dim`` is the sum, ``bands`` and ``normalization`` are both models' in turn).
+
+    Raises:
+        UnknownModelError: a part is unknown, or they are not one S2 and one S1 model.
+    """
+    parts = name.split(FUSED_SEPARATOR)
+    if len(parts) != 2:
+        raise UnknownModelError(
+            f"'{name}' is not a fused model id: use <s2 model>{FUSED_SEPARATOR}<s1 model>."
+        )
+    s2, s1 = default_registry.get(parts[0]), default_registry.get(parts[1])
+    if s2.sensor == "S1-GRD" or s1.sensor != "S1-GRD":
+        raise UnknownModelError(
+            f"'{name}' does not join a Sentinel-2 model and a Sentinel-1 model, in that order."
+        )
+    seed = s2.random_init_seed if s2.random_init_seed is not None else s1.random_init_seed
+    return ModelMeta(
+        id=name,
+        title=f"S2 + S1 · {s2.id} + {s1.id}",
+        architecture=s2.architecture,
+        sensor=s2.sensor,
+        bands=s2.bands + s1.bands,
+        normalization=Normalization(
+            scheme=s2.normalization.scheme,
+            mean=s2.normalization.mean + s1.normalization.mean,
+            std=s2.normalization.std + s1.normalization.std,
+        ),
+        chip_size=s2.chip_size,
+        stride=s2.stride,
+        patch_size=None,
+        embed_dim=s2.embed_dim + s1.embed_dim,
+        license=f"S2 part: {s2.license}; S1 part: {s1.license}",
+        source=f"Fused embedding set of {s2.id} (Sentinel-2) and {s1.id} (Sentinel-1)",
+        random_init_seed=seed,
+        description=(
+            f"{s2.embed_dim}-d {s2.id} and {s1.embed_dim}-d {s1.id} embeddings of the same "
+            "places, each L2-normalised and concatenated with weights (softmap fuse); tiles one "
+            "sensor lacks keep the other's half."
+        ),
+    )
+
+
 def get_model_meta(name: str) -> ModelMeta:
-    """Metadata of the built-in model ``name``.
+    """Metadata of the built-in model ``name`` (or of a fused ``"<s2>+<s1>"`` set).
 
     Raises:
         UnknownModelError: suggesting the closest id.
     """
+    if FUSED_SEPARATOR in name and name not in default_registry:
+        return fused_model_meta(name)
     return default_registry.get(name)
 
 

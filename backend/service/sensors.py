@@ -125,6 +125,28 @@ class FuseOutcome:
     def model_id(self) -> str:
         return self.fusion.model_id
 
+    def as_embed_result(self) -> EmbedResult:
+        """The fusion as one embedding run of the fused model (what the app's pages expect)."""
+        runs = self.s2_runs + self.s1_runs
+        seconds = sum(r.seconds for r in runs) + self.fusion.seconds
+        computed = sum(r.computed for r in runs)
+        first = runs[0]
+        return EmbedResult(
+            run_id=first.run_id,
+            source=first.source,
+            model=self.fusion.model_id,
+            preprocessing_hash=self.fusion.preprocessing_hash,
+            tiles=len(self.fusion.matches),
+            computed=computed,
+            cached=sum(r.cached for r in runs),
+            skipped=sum(r.skipped for r in runs),
+            seconds=round(seconds, 3),
+            tiles_per_s=round(computed / seconds, 2) if seconds > 0 and computed else 0.0,
+            device=first.device,
+            db=first.db,
+            tile_ids=self.fusion.tile_ids,
+        )
+
     def to_json(self) -> dict[str, Any]:
         def run(r: EmbedResult) -> dict[str, Any]:
             return {k: v for k, v in r.to_json().items() if k != "tile_ids"}
