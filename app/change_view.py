@@ -173,10 +173,10 @@ def add_change_layer(m: folium.Map, change: ChangeMap, k: int, *, show: bool = T
         folium.Marker(
             (t.lat, t.lon),
             icon=folium.DivIcon(
-                html=f'<div class="softmap-rank">{t.rank}</div>',
+                html=f'<div class="softmap-change-rank">{t.rank}</div>',
                 icon_size=(22, 22),
                 icon_anchor=(11, 11),
-                class_name="softmap-rank-icon",
+                class_name="softmap-change-rank-icon",
             ),
             tooltip=f"#{t.rank}: {t.distance:.4f}",
         ).add_to(group)
@@ -185,7 +185,7 @@ def add_change_layer(m: folium.Map, change: ChangeMap, k: int, *, show: bool = T
 
 
 RANK_CSS = (
-    "<style>.softmap-rank{width:22px;height:22px;border-radius:11px;background:#1a1a1a;"
+    "<style>.softmap-change-rank{width:22px;height:22px;border-radius:11px;background:#1a1a1a;"
     "color:#fff;font:700 12px/22px sans-serif;text-align:center;"
     "box-shadow:0 0 0 2px #fff}</style>"
 )
@@ -198,15 +198,26 @@ def _overlay(source: SceneSource, composite: Composite, name: str) -> folium.Lay
 
 
 def build_change_map(
-    change: ChangeMap, view: str, composite: Composite, k: int, *, score_on_swipe: bool = False
+    before: SceneSource,
+    after: SceneSource,
+    region: Region,
+    change: ChangeMap | None,
+    view: str,
+    composite: Composite,
+    k: int,
+    *,
+    score_on_swipe: bool = False,
 ) -> folium.Map:
-    """The leafmap map of a comparison: the change score over the later date, or a swipe."""
-    region = change.region
+    """The leafmap map of two dates: the change score over the later one, or a swipe.
+
+    Without a comparison yet (``change`` None) it is the swipe of the two dates over the region.
+    """
+    if change is not None:
+        region = change.region
     m = base_map(region.bounds)
     root = m.get_root()
     root.header.add_child(folium.Element(RANK_CSS), name="softmap_rank_css")
-    before, after = change.before, change.after
-    if view == VIEWS[1]:
+    if view == VIEWS[1] or change is None:
         left = _overlay(before, composite, f"Before: {before.id} ({before.date})")
         right = _overlay(after, composite, f"After: {after.id} ({after.date})")
         split_view(
@@ -216,7 +227,7 @@ def build_change_map(
             left_label=f"◀ Before · {html.escape(before.date)}",
             right_label=f"After · {html.escape(after.date)} ▶",
         )
-        if score_on_swipe:
+        if score_on_swipe and change is not None:
             add_change_layer(m, change, k)
     else:
         _overlay(after, composite, f"After: {after.id} ({after.date})").add_to(m)

@@ -29,8 +29,11 @@ IMAGERY: dict[str, Composite | None] = {
     "None": None,
 }
 REGION_STYLE = {"color": "#ff5c5c", "weight": 2.5, "fillOpacity": 0.0}
-GRID_STYLE = {"color": "#ffffff", "weight": 0.8, "opacity": 0.8, "fillOpacity": 0.0}
-TILE_STYLE = {"color": "#ffd43b", "weight": 1.2, "fillOpacity": 0.05}
+# Thin lines: the grid and the tile outlines must not hide the imagery or the layers under them.
+GRID_STYLE = {"color": "#ffffff", "weight": 0.5, "opacity": 0.6, "fillOpacity": 0.0}
+TILE_STYLE = {"color": "#ffd43b", "weight": 0.6, "opacity": 0.8, "fillOpacity": 0.0}
+#: Analysed tiles with their outlines off: nothing drawn, the tile tooltips still answer a hover.
+TILE_HIDDEN_STYLE = {"color": "#ffd43b", "weight": 0, "opacity": 0.0, "fillOpacity": 0.0}
 SELECTED_STYLE = {"color": "#00e5ff", "weight": 3, "fillOpacity": 0.15}
 
 #: A layer added on top of the base layers (land cover, probabilities, search results…).
@@ -57,6 +60,8 @@ class MapContent:
     tiles: dict[str, Any] | None = None
     selected: dict[str, Any] | None = None
     draw: bool = True
+    #: Draw the outlines of ``tiles`` (off once a land-cover or search layer is on the map).
+    tile_outlines: bool = True
 
 
 def build_map(content: MapContent, layers: Sequence[LayerBuilder] = ()) -> folium.Map:
@@ -100,7 +105,9 @@ def build_map(content: MapContent, layers: Sequence[LayerBuilder] = ()) -> foliu
         folium.GeoJson(
             content.tiles,
             name="analysed tiles",
-            style_function=lambda _f: TILE_STYLE,
+            style_function=lambda _f, on=content.tile_outlines: (
+                TILE_STYLE if on else TILE_HIDDEN_STYLE
+            ),
             tooltip=folium.GeoJsonTooltip(
                 ["tile_id", "nodata_fraction"], aliases=["Tile", "Nodata"]
             ),

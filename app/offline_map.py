@@ -117,10 +117,16 @@ def base_map(
         **_REMOTE_CONTROLS,
     }
     m = leafmap.Map(**options)
+    # leafmap hands its own options on to Leaflet too; `fullscreenControl: true` would make
+    # leaflet.fullscreen add a second button, the others are noise in the map's script.
+    for key in [*_REMOTE_CONTROLS, "fullscreen_control", "layers_control", "draw_export"]:
+        m.options.pop(key, None)
+    m.options.pop("layersControl", None)
     background = f"<style>.leaflet-container {{ background: {BACKGROUND}; }}</style>"
     figure = cast(Figure, m.get_root())  # a new Map always sits in a Figure
     figure.header.add_child(Element(background), name="softmap_map_background")
     add_outline(m)
+    _Expose().add_to(m)
     if bounds_lonlat is not None:
         west, south, east, north = bounds_lonlat
         m.fit_bounds([[south, west], [north, east]])
@@ -263,6 +269,18 @@ def split_view(
             f'padding:3px 8px;border-radius:4px;font:600 13px sans-serif">{text}</div>',
             position=position,
         )
+
+
+class _Expose(MacroElement):  # type: ignore[misc]
+    """Names the Leaflet map ``window.softmapMap`` in its frame, for browser tests to read."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        window.softmapMap = {{ this._parent.get_name() }};
+        {% endmacro %}
+        """
+    )
 
 
 class _Outline(folium.GeoJson):  # type: ignore[misc]

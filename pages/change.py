@@ -15,6 +15,7 @@ import streamlit as st
 from app.change_view import (
     COMPOSITES,
     VIEWS,
+    Composite,
     build_change_map,
     change_request,
     describe_pairs,
@@ -129,11 +130,20 @@ def summary(change: ChangeMap) -> None:
     st.caption(f"{describe_pairs(change)} · with {change.result.model}.")
 
 
-def results(change: ChangeMap, k: int) -> None:
-    summary(change)
+def map_controls(change: ChangeMap | None) -> tuple[str, Composite, bool]:
+    """View, imagery and "score on the swipe": (view, composite, score_on_swipe)."""
     controls = st.columns([2, 2, 2])
     kept(VIEW_KEY, VIEWS[0])
-    view = controls[0].segmented_control("Map", VIEWS, key=VIEW_KEY) or VIEWS[0]
+    view = (
+        controls[0].segmented_control(
+            "Map",
+            VIEWS,
+            key=VIEW_KEY,
+            disabled=change is None,
+            help="The change score needs a comparison: press Compare.",
+        )
+        or VIEWS[0]
+    )
     keep(VIEW_KEY, view)
     kept(IMAGERY_KEY, "True colour")
     imagery = controls[1].segmented_control("Imagery", list(COMPOSITES), key=IMAGERY_KEY)
@@ -142,18 +152,31 @@ def results(change: ChangeMap, k: int) -> None:
     score_on_swipe = controls[2].toggle(
         "Change score on the swipe",
         key=SCORE_ON_SWIPE_KEY,
-        disabled=view != VIEWS[1],
+        disabled=view != VIEWS[1] or change is None,
         help="Draw the change score over both dates in the swipe view.",
     )
+    return (view if change is not None else VIEWS[1]), composite, bool(score_on_swipe)
+
+
+def dates_map(
+    before: SceneSource, after: SceneSource, region: Region, change: ChangeMap | None, k: int
+) -> Composite:
+    """The map of the two dates (the swipe, or the change score once compared); its composite."""
+    view, composite, score_on_swipe = map_controls(change)
     with user_errors():
-        m = build_change_map(change, view, composite, k, score_on_swipe=bool(score_on_swipe))
-        key = "change.map.swipe" if view == VIEWS[1] else "change.map.score"
-        show_change_map(m, key=key)
+        m = build_change_map(
+            before, after, region, change, view, composite, k, score_on_swipe=score_on_swipe
+        )
+        show_change_map(m, key="change.map.swipe" if view == VIEWS[1] else "change.map.score")
     if view == VIEWS[1]:
         st.caption(
-            f"Drag the handle: left of it {change.before.id} ({change.before.date}), right of it "
-            f"{change.after.id} ({change.after.date})."
+            f"Drag the handle: left of it {before.id} ({before.date}), right of it "
+            f"{after.id} ({after.date})."
         )
+    return composite
+
+
+def results(change: ChangeMap, k: int, composite: Composite) -> None:
     st.subheader(f"The {min(k, len(change.tiles))} most-changed tiles", anchor=False)
     ranked_list(change, k, composite)
     st.subheader("Files", anchor=False)
@@ -218,13 +241,16 @@ def page() -> None:
         with user_errors():
             change = run_comparison(req)
     if change is not None:
-        results(change, k)
+        summary(change)
     else:
         st.info(
             f"Press **Compare** to embed what the cache lacks for both dates over "
             f"{region.describe()} with {selection.model_id} and rank the tiles by change.",
             icon=":material/compare_arrows:",
         )
+    composite = dates_map(before, after, region, change, k)
+    if change is not None:
+        results(change, k, composite)
     write_url(
         page=PAGE,
         source=before.id,

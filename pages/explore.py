@@ -235,10 +235,12 @@ def page() -> None:
         region=region,
         grid=(
             grid_geojson(source.id, region.geometry.wkt, meta.chip_size, meta.tile_stride)
-            if show_grid and region is not None
+            if show_grid and region is not None and analysis is None
             else None
         ),
         tiles=tile_grid_geojson(analysis.tiles) if analysis is not None else None,
+        # Over the land-cover layer the tile outlines only hide colours: off unless asked for.
+        tile_outlines=bool(show_grid),
         selected=tile_grid_geojson([record]) if record is not None else None,
     )
     layers = [hook(analysis) for hook in ANALYSIS_LAYERS] if analysis is not None else []

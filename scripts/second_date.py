@@ -7,9 +7,10 @@ around the small demo region) dated 2016-02-01, identical to the original except
 
 * **The alteration**: the 224 × 224 px block at bundled rows 1008–1231 and columns 672–895
   (2.24 km × 2.24 km of fields and woods, west of the demo region's centre; with 112 px tiles the
-  bundled tiles ``9_6``, ``9_7``, ``10_6``, ``10_7``) is replaced by open-water reflectance with 3 %
-  noise — a flood over the fields. It is dark blue in true colour and black in false colour, so
-  it is obvious in the before/after view, and its tiles are the most changed ones.
+  bundled tiles ``9_6``, ``9_7``, ``10_6``, ``10_7``) is replaced by open water: per band, the
+  median of the crop's own water pixels (NDWI > 0.2, NIR in its darkest 20 %), with 3 % noise —
+  a flood over the fields. It looks like the lagoons beside it in true colour and is dark in
+  false colour, so it is obvious in the before/after view, and its tiles are the most changed.
 
 The crop starts at a multiple of 448 px (lcm of the 112 px test-vit and 64 px softmap-default
 chips), so the copy's tiles sit exactly on bundled tiles for both models.
@@ -45,11 +46,21 @@ CROP_ROW, CROP_COL, CROP_SIZE = 448, 448, 896
 BLOCK_ROW, BLOCK_COL, BLOCK_SIZE = 1008, 672, 224
 #: The bundled 112 px tiles (row, col) the block covers exactly.
 CHANGED_TILES_112 = ((9, 6), (9, 7), (10, 6), (10, 7))
-#: Top-of-atmosphere reflectance × 10 000 of turbid coastal water, per L1C band.
-WATER_DN = {
-    "B01": 1300, "B02": 1050, "B03": 850, "B04": 650, "B05": 550, "B06": 450, "B07": 420,
-    "B08": 380, "B8A": 330, "B09": 120, "B10": 15, "B11": 180, "B12": 120,
-}  # fmt: skip
+#: Relative noise on the flood's reflectance (water is not perfectly flat).
+NOISE = 0.03
+
+
+def water_spectrum(data: np.ndarray) -> np.ndarray:
+    """The median of the crop's own open-water pixels per band: NDWI > 0.2 and dark NIR.
+
+    Using the scene's water (its lagoons and channels) keeps the flood's colour and the
+    atmosphere of the same acquisition, so it looks like the water next to it.
+    """
+    green, nir = data[2].astype(np.float32), data[7].astype(np.float32)
+    valid = (data > 0).all(axis=0)
+    ndwi = (green - nir) / np.maximum(green + nir, 1)
+    water = valid & (ndwi > 0.2) & (nir < np.percentile(nir[valid], 20))
+    return np.median(data[:, water], axis=1)
 
 
 def altered_pixels(source: SceneSource, seed: int = 0) -> tuple[np.ndarray, Affine]:
@@ -59,11 +70,11 @@ def altered_pixels(source: SceneSource, seed: int = 0) -> tuple[np.ndarray, Affi
     data = np.asarray(data).astype(np.uint16)
     rng = np.random.default_rng(seed)
     y, x = BLOCK_ROW - CROP_ROW, BLOCK_COL - CROP_COL
-    noise = rng.normal(1.0, 0.03, size=(BLOCK_SIZE, BLOCK_SIZE))
-    for i, band in enumerate(S2_L1C_BANDS):
-        block = np.clip(WATER_DN[band] * noise, 1, 65535).astype(np.uint16)
+    noise = rng.normal(1.0, NOISE, size=(BLOCK_SIZE, BLOCK_SIZE))
+    for i, dn in enumerate(water_spectrum(data)):
+        block = np.clip(dn * noise, 1, 65535).astype(np.uint16)
         data[i, y : y + BLOCK_SIZE, x : x + BLOCK_SIZE] = block
-    transform = source.grid.affine * Affine.translation(CROP_COL, CROP_ROW)
+    transform = source.grid.affine @ Affine.translation(CROP_COL, CROP_ROW)
     return data, transform
 
 

@@ -41,8 +41,9 @@ def test_the_embed_page_map_needs_nothing_remote() -> None:
     html = m.get_root().render()
     assert f"{STATIC_URL}/leaflet.js" in html
     assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
-    # leafmap's fullscreen control is on, from the local copy.
+    # leafmap's fullscreen control is on, from the local copy, once (not also as a map option).
     assert f"{STATIC_URL}/fullscreen/Control.FullScreen.js" in html
+    assert html.count("L.control.fullscreen(") == 1 and "fullscreenControl" not in html
 
 
 def test_every_asset_a_map_references_is_a_file_the_app_serves() -> None:
