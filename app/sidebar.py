@@ -12,7 +12,7 @@ from app.url_state import UrlState
 from backend.errors import SoftMapError
 from backend.models import ModelMeta, list_models
 from backend.models.weights import find_local_weights
-from backend.service import FusionChoice, fusion_choices
+from backend.service import FusionChoice, PairsRequest, fusion_choices, list_pairs
 from backend.service.sensors import split_fused_model_id
 
 #: The CC0 Virginia scene: land, marsh, lagoons and ocean in one view.
@@ -96,6 +96,9 @@ def sidebar(url: UrlState | None) -> Selection | None:
         format_func=labels.__getitem__,
         key=SOURCE_KEY,
     )
+    partners = _partners_caption(source_id)
+    if partners:
+        bar.caption(partners)
     missing = {m.id for m in models.values() if m.weight_files and find_local_weights(m) is None}
     fused = _fusion_choices(source_id)
     options = model_ids + list(fused)
@@ -123,6 +126,19 @@ def sidebar(url: UrlState | None) -> Selection | None:
     if times:
         bar.caption(f"Last render: {times[-1].seconds * 1000:.0f} ms server time")
     return Selection(source_id=source_id, model_id=model_id)
+
+
+def _partners_caption(source_id: str) -> str:
+    """The scene's Sentinel-1 (or Sentinel-2) partners, in one caption line; '' for none."""
+    try:
+        pairs = list_pairs(resources.workspace(), PairsRequest(source=source_id))
+    except SoftMapError:
+        return ""
+    if not pairs:
+        return ""
+    radar = pairs[0].s2.id == source_id
+    items = ", ".join(f"`{p.partner_of(source_id).id}` ({p.apart()})" for p in pairs)
+    return f"{'Radar (S1)' if radar else 'Optical (S2)'} partner: {items}"
 
 
 def _fusion_choices(source_id: str) -> dict[str, FusionChoice]:

@@ -45,6 +45,7 @@ def test_s2_plus_s1_is_offered_and_analyses(paired_app: AppTest) -> None:
     assert FUSED in model.options or any("S2 + S1" in o for o in model.options)
     captions = " ".join(c.value for c in at.sidebar.caption)
     assert "radar" in captions and "optical" in captions and S1_ID in captions
+    assert f"Radar (S1) partner: `{S1_ID}` (same day)" in captions
     at.button(key="explore.analyse").click().run()
     assert not at.exception
     analysis = at.session_state["app.analysis"]
