@@ -218,7 +218,7 @@ def test_register_uploaded_imagery_then_change(client: TestClient, brandenburg: 
 def test_cancel_a_running_job_then_resume_it(client: TestClient) -> None:
     body = {
         "source": "demo/virginia",
-        "region": {"bbox": "-75.70,37.60,-75.64,37.68"},
+        "region": {"bbox": "-75.72,37.70,-75.66,37.76"},
         "model": MODEL,
         "engine": {"device": "cpu", "batch_size": 2, "readers": 0},
     }
@@ -241,7 +241,7 @@ def test_cancel_a_running_job_then_resume_it(client: TestClient) -> None:
     assert resumed["state"] == "completed" and resumed["resumes"] == 1
     assert resumed["result"]["computed"] == total - done_before
     # A queued job is cancelled at once.
-    first = client.post("/embed", json={**body, "region": {"bbox": "-75.70,37.60,-75.66,37.64"}})
+    first = client.post("/embed", json={**body, "region": {"bbox": "-75.72,37.59,-75.69,37.61"}})
     queued = client.post("/embed", json={**body, "region": {"bbox": "-75.60,37.60,-75.58,37.62"}})
     c = client.post(f"/jobs/{queued.json()['id']}/cancel").json()
     assert c["state"] in ("cancelled", "running")
@@ -277,7 +277,7 @@ def test_classes_projection_and_exports(client: TestClient, embedded: dict[str, 
     assert classes["marsh"]["positives"] == 3 and classes["marsh"]["negatives"] == 3
     assert len(client.get("/classes/marsh/labels").json()["labels"]) == 6
     assert client.get("/classes/marsh/labels.geojson").json()["type"] == "FeatureCollection"
-    scope = {"model": MODEL, "source": "demo/virginia"}
+    scope = {"model": MODEL, "source": "demo/virginia", "region": {"bbox": VIRGINIA_SMALL_BBOX}}
     out = client.post("/classify", json={"name": "marsh", "scope": scope}).json()
     assert out["tiles"] == 16 and 0 <= out["mean_probability"] <= 1
     sug = client.post("/suggest", json={"name": "marsh", "scope": scope, "k": 3}).json()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from backend.server.locator import locator_path, read_locator
 from tests.conftest import VIRGINIA_SMALL_BBOX
@@ -84,6 +85,7 @@ def wait_job(url: str, job_id: str, timeout: float = 180, **kw: Any) -> dict[str
     raise AssertionError(f"job {job_id} did not finish")
 
 
+@pytest.mark.slow
 def test_cli_goes_through_the_service_that_owns_the_cache(venv_bin: Path, tmp_path: Path) -> None:
     db = tmp_path / "cache.duckdb"
     with service(venv_bin, db) as (proc, url):
@@ -169,6 +171,7 @@ def test_token_required_off_loopback(venv_bin: Path, tmp_path: Path) -> None:
         assert wrong.returncode == 2 and wrong.stderr.startswith("softmap: Unauthorized")
 
 
+@pytest.mark.slow
 def test_job_killed_with_the_service_resumes_and_computes_only_the_rest(
     venv_bin: Path, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ from backend.server.security import token_matches
 from backend.server.state import ServiceState
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.softmap
     return state
 
@@ -18,9 +18,14 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def require_token(request: Request) -> None:
-    """Refuse a request without the bearer token when the service has one."""
-    token = get_state(request).config.token
+async def require_token(request: Request) -> None:
+    """Refuse a request without the bearer token when the service has one.
+
+    (Dependencies and endpoints that never block are ``async``: they run on the event loop, not
+    in the thread pool where DuckDB reads queue behind each other under load.)
+    """
+    state: ServiceState = request.app.state.softmap
+    token = state.config.token
     if token and not token_matches(request.headers.get("authorization"), token):
         raise HTTPException(
             status_code=401,

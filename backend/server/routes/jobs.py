@@ -64,14 +64,14 @@ def report(body: ReportRequest, state: State) -> JobInfo:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(
+async def list_jobs(
     state: State, status: JobState | None = None, limit: int = Query(50, ge=1, le=1000)
 ) -> JobList:
     return JobList(jobs=state.jobs.list(state=status, limit=limit))
 
 
 @router.get("/jobs/{job_id}", response_model=JobInfo)
-def get_job(job_id: str, state: State) -> JobInfo:
+async def get_job(job_id: str, state: State) -> JobInfo:
     return state.jobs.get(job_id)
 
 

@@ -15,7 +15,7 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/health", response_model=Health)
-def health(state: State) -> Health:
+async def health(state: State) -> Health:
     """Cheap: no DuckDB query, no model; answers while jobs run."""
     counts = state.jobs.counts()
     return Health(
