@@ -58,7 +58,8 @@ LAYERS: dict[str, RenderMode | None] = {
 }
 #: The class picked first for "Probability of a class": the food-security question.
 DEFAULT_CLASS = DW_CLASSES.index("crops")
-DEFAULT_OPACITY = 80
+#: With the dominant class's own alpha (0.45–1 by confidence) colours stand out at any zoom.
+DEFAULT_OPACITY = 90
 LAYER_DIR = Path(__file__).resolve().parent / "static" / "landcover"
 LAYER_URL = "/app/static/landcover"
 #: Rendered layers kept on disk; the oldest go first.

@@ -23,6 +23,10 @@ _PALETTE = np.array([[int(c[i : i + 2], 16) for i in (0, 2, 4)] for c in DW_PALE
 #: Entropy ramp from certain (pale yellow) to uncertain (dark purple).
 _ENTROPY_LOW = np.array([255, 255, 204], np.float32)
 _ENTROPY_HIGH = np.array([84, 39, 143], np.float32)
+#: Dominant-class alpha = ``DOMINANT_ALPHA_FLOOR + (1 - floor) × confidence``: soft labels keep
+#: confidence in the transparency, but a cell the head is unsure of (top class 0.3–0.5) still
+#: shows its colour over bright imagery instead of fading into it.
+DOMINANT_ALPHA_FLOOR = 0.45
 
 
 def colorize(
@@ -30,9 +34,10 @@ def colorize(
 ) -> NDArray[np.uint8]:
     """An ``(h, w, 4)`` RGBA image of ``(9, h, w)`` probabilities (NaN = no data, transparent).
 
-    Modes: ``dominant`` paints the top class in the Dynamic World palette with alpha = its
-    probability; ``probability`` paints ``class_index`` in its colour with alpha = its
-    probability; ``entropy`` ramps from pale (certain) to dark purple (uncertain).
+    Modes: ``dominant`` paints the top class in the Dynamic World palette with alpha rising with
+    its probability (from :data:`DOMINANT_ALPHA_FLOOR`); ``probability`` paints ``class_index``
+    in its colour with alpha = its probability; ``entropy`` ramps from pale (certain) to dark
+    purple (uncertain).
     """
     if probs.ndim != 3 or probs.shape[0] != N_CLASSES:
         raise ValueError(f"expected (9, h, w) probabilities, got {probs.shape}")
@@ -42,7 +47,7 @@ def colorize(
     if mode == "dominant":
         top = p.argmax(axis=0)
         rgba[..., :3] = _PALETTE[top]
-        alpha = p.max(axis=0)
+        alpha = DOMINANT_ALPHA_FLOOR + (1 - DOMINANT_ALPHA_FLOOR) * p.max(axis=0)
     elif mode == "probability":
         if class_index is None or not 0 <= class_index < N_CLASSES:
             raise ValueError("probability mode needs class_index in 0..8")
