@@ -37,6 +37,26 @@ COMPOSITES: dict[str, tuple[str, str, str]] = {
     "true": ("B04", "B03", "B02"),
     "false": ("B08", "B04", "B03"),
 }
+#: Sentinel-1 has no colour: VV red, VH green, VV blue (water dark, vegetation green through its
+#: volume scattering in VH, built-up and bare ground magenta); "false" is VH alone, in grey.
+S1_COMPOSITES: dict[str, tuple[str, str, str]] = {
+    "true": ("VV", "VH", "VV"),
+    "false": ("VH", "VH", "VH"),
+}
+
+
+def composite_bands(source: SceneSource, composite: Composite = "true") -> tuple[str, str, str]:
+    """The (red, green, blue) bands of a composite for this source's sensor."""
+    table = S1_COMPOSITES if source.product_level == "GRD" else COMPOSITES
+    return table[composite]
+
+
+def _to_db(data: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """Linear backscatter power → dB where valid and positive (as the reader does)."""
+    out = np.zeros_like(data, dtype=np.float32)
+    ok = valid & (data > 0)
+    out[ok] = 10.0 * np.log10(data[ok])
+    return out
 
 
 @dataclass(frozen=True)
@@ -58,26 +78,33 @@ def scene_preview(
     Raises:
         RasterReadError: the scene cannot be read.
     """
-    bands = COMPOSITES[composite]
+    bands = composite_bands(source, composite)
     slots = {b.name: b for b in source.bands}
-    files = {slots[b].file for b in bands}
-    if len(files) != 1:
-        raise RasterReadError(f"{source.id}: previews need the composite's bands in one file.")
-    (file,) = files
+    # The finest band's file sets the lon/lat grid; bands in other files are warped onto it.
+    files = sorted({slots[b].file for b in bands}, key=lambda f: min(
+        b.resolution_m for b in source.bands if b.file == f))  # fmt: skip
+    nodata = source.nodata or 0
     try:
-        with (
-            rasterio.open(source.root / file) as src,
-            WarpedVRT(
-                src, crs="EPSG:4326", resampling=Resampling.bilinear, nodata=source.nodata or 0
-            ) as vrt,
-        ):
+        with rasterio.open(source.root / files[0]) as src, WarpedVRT(
+            src, crs="EPSG:4326", resampling=Resampling.bilinear, nodata=nodata
+        ) as vrt:  # fmt: skip
             scale = max(vrt.width, vrt.height) / max_size
             shape = (max(1, round(vrt.height / scale)), max(1, round(vrt.width / scale)))
-            data = vrt.read([slots[b].index for b in bands], out_shape=(3, *shape))
+            grid = {"transform": vrt.transform, "width": vrt.width, "height": vrt.height}
             w, s, e, n = vrt.bounds
+        data = np.zeros((3, *shape), dtype=np.float32)
+        for file in files:
+            with rasterio.open(source.root / file) as src, WarpedVRT(
+                src, crs="EPSG:4326", resampling=Resampling.bilinear, nodata=nodata, **grid
+            ) as vrt:  # fmt: skip
+                for i, b in enumerate(bands):
+                    if slots[b].file == file:
+                        data[i] = vrt.read(slots[b].index, out_shape=shape)
     except (RasterioError, OSError) as err:
         raise RasterReadError(f"Cannot read a preview of {source.id}: {err}") from err
-    valid = (data != (source.nodata or 0)).all(axis=0)
+    valid = (data != nodata).all(axis=0) & np.isfinite(data).all(axis=0)
+    if source.units == "linear":
+        data = np.stack([_to_db(d, valid) for d in data])
     rgba = np.zeros((*shape, 4), dtype=np.uint8)
     for i in range(3):
         rgba[..., i] = _stretch(data[i].astype(np.float32), valid)
@@ -111,7 +138,7 @@ def composite_stretch(
     """
     key = (source.id, str(source.root), composite)
     if key not in _STRETCH:
-        bands = COMPOSITES[composite]
+        bands = composite_bands(source, composite)
         slots = {b.name: b for b in source.bands}
         nodata = source.nodata or 0
         lows, highs = [], []
@@ -121,7 +148,10 @@ def composite_stretch(
                     scale = max(src.width, src.height) / 1024
                     shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
                     data = src.read(slots[name].index, out_shape=shape).astype(np.float32)
-                valid = data[data != nodata] + np.float32(source.dn_offset)
+                ok = (data != nodata) & np.isfinite(data)
+                if source.units == "linear":
+                    data = _to_db(data, ok)
+                valid = data[ok] + np.float32(source.dn_offset)
                 lo, hi = np.percentile(valid, [2, 98]) if valid.size else (0.0, 1.0)
                 lows.append(lo)
                 highs.append(hi)
@@ -142,7 +172,7 @@ def tile_rgba(
     """
     _chip, _stride, _row, _col, window = tile_from_id(tile_id, source)
     with SceneReader(source) as reader:
-        data = reader.read(window, COMPOSITES[composite])
+        data = reader.read(window, composite_bands(source, composite))
     valid = (data != 0).all(axis=0)
     lo, hi = composite_stretch(source, composite)
     scaled = (data - lo[:, None, None]) / np.maximum(hi - lo, 1e-6)[:, None, None] * 255
@@ -260,3 +290,4 @@ def tile_at(
     if not (0 <= col_px < source.grid.width and 0 <= row_px < source.grid.height):
         return None
     return make_tile_id(source.id, chip, stride, int(row_px // stride), int(col_px // stride))
+
