@@ -217,3 +217,21 @@ def test_sources_lists_the_pairs(registered: Path, capsys: pytest.CaptureFixture
     ]
     assert main(["sources", "pairs", one, "--window-days", "0", "--db", str(registered)]) == 0
     assert "no Sentinel-2/Sentinel-1 partner within 0 days" in capsys.readouterr().out
+
+
+def test_radar_previews_and_thumbnails(registered: Path, shared_data: Path) -> None:
+    """VV red, VH green, VV blue; the Finnish lake (Water bodies in its labels) is dark."""
+    from backend.imagery.preview import scene_preview, tile_rgba, tile_thumbnail
+
+    catalog = open_catalog(registered)
+    lake = catalog.get("ben/s1a_iw_grdh_1sdv_20170925t043256_35vpk_69_24")
+    preview = scene_preview(lake, "true", max_size=256)
+    valid = preview.rgba[..., 3] == 255
+    assert valid.mean() > 0.9
+    np.testing.assert_array_equal(preview.rgba[..., 0], preview.rgba[..., 2])  # VV twice
+    assert (preview.rgba[..., 0][valid] < 40).mean() > 0.05  # open water: dark in VV
+    rgba = tile_rgba(lake, f"{lake.id}/56/56/0_0")
+    assert rgba.shape == (56, 56, 4) and (rgba[..., 3] == 255).all()
+    assert tile_thumbnail(lake, f"{lake.id}/56/56/0_0").startswith(b"\x89PNG")
+    optical = catalog.get("ben/s2b_msil2a_20170924t93020_69_24")  # 12 files: warped together
+    assert (scene_preview(optical, "false", max_size=256).rgba[..., 3] == 255).mean() > 0.9
