@@ -1,23 +1,37 @@
-"""The Explore map: imagery overlays, footprints, the region, tiles, drawing; view kept on reruns.
+"""The app's maps: imagery overlays, footprints, the region, tiles, drawing; the view kept.
 
-The map's HTML only changes when what it shows changes (imagery, region, tiles); its view
-(centre and zoom) is returned by streamlit-folium and passed back on every rerun, so zoom and
-position survive reruns and re-renders. Layer choices are Streamlit widgets, so they survive too.
+The view (centre and zoom) never goes through Python. streamlit-folium can return it and take it
+back as ``center``/``zoom``, but a returned view that is passed back races the browser: the
+map moves, reports its view, the rerun passes an older view back, the map jumps to it, reports
+that… (issue 12: zoom flipping 11↔13 and ~50 websocket messages a second after Analyse). So
+:func:`show_map` asks only for clicks and drawings, and the browser keeps the view itself:
+:class:`ViewMemory` stores it in the tab's ``sessionStorage`` on every move and restores it when
+the map is rebuilt (new layers mean new HTML and a fresh iframe). A page says where the map opens
+with a :class:`MapView`: its bounds are fitted when the map first opens, and again whenever its
+``token`` changes (new results, a new analysis); with the same token the user's view is kept.
+Layer choices are Streamlit widgets, so they survive too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import folium
 import folium.plugins
 import streamlit as st
+from branca.element import MacroElement
+from jinja2 import Template
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 from streamlit_folium import st_folium
 
 from app import resources
 from app.offline_map import base_map
+from app.state import keep, kept
 from backend.imagery.preview import Composite
 from backend.imagery.regions import Region
 from backend.imagery.sources import SceneSource
@@ -135,37 +149,166 @@ def build_map(content: MapContent, layers: Sequence[LayerBuilder] = ()) -> foliu
     return m
 
 
-def show_map(m: folium.Map, key: str, height: int = 560) -> MapEvents:
-    """Render the map and report new drawings and clicks.
+@dataclass(frozen=True)
+class MapView:
+    """Where a map opens: ``bounds`` (lon/lat W, S, E, N) fitted with ``padding`` pixels.
 
-    The view (centre, zoom) is stored under ``<key>.view`` and passed back on each rerun.
+    The browser keeps the view the user moved to for as long as ``token`` stays the same; a new
+    token (new results, a new analysis) fits ``bounds`` again. No bounds: the map's own view.
     """
-    view = st.session_state.get(f"{key}.view")
+
+    bounds: tuple[float, float, float, float] | None = None
+    token: str = ""
+    padding: int = 20
+
+
+class ViewMemory(MacroElement):  # type: ignore[misc]
+    """Keeps a map's view in the tab's ``sessionStorage`` (per map key and view token).
+
+    Added last, after every ``fit_bounds``, so a kept view of the same token wins over the fit.
+    """
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        (function (map) {
+            var slot = {{ this.slot|tojson }}, token = {{ this.token|tojson }};
+            try {
+                var kept = JSON.parse(window.sessionStorage.getItem(slot) || "null");
+                if (kept && kept.token === token) {
+                    map.setView([kept.lat, kept.lng], kept.zoom, {animate: false});
+                }
+            } catch (e) {}
+            map.on("moveend", function () {
+                try {
+                    var c = map.getCenter();
+                    window.sessionStorage.setItem(slot, JSON.stringify(
+                        {token: token, lat: c.lat, lng: c.lng, zoom: map.getZoom()}));
+                } catch (e) {}
+            });
+        })({{ this._parent.get_name() }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, key: str, token: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._name = "ViewMemory"
+        self.slot = f"softmap.view.{key}"
+        self.token = token
+
+
+def _has_draw(m: folium.Map) -> bool:
+    return any(isinstance(c, folium.plugins.Draw) for c in m._children.values())
+
+
+def show_map(m: folium.Map, key: str, height: int = 560, view: MapView | None = None) -> MapEvents:
+    """Render the map and report new drawings and clicks (never its view: see the module).
+
+    Args:
+        m: the map (from :func:`build_map`).
+        key: the map's key; also where the browser keeps its view.
+        height: in pixels.
+        view: where it opens; the user's view is kept while ``view.token`` stays the same.
+    """
+    view = view or MapView()
+    if view.bounds is not None:
+        w, s, e, n = view.bounds
+        m.fit_bounds([[s, w], [n, e]], padding=(view.padding, view.padding))
+    m.add_child(ViewMemory(key, view.token))
+    draw = _has_draw(m)
+    # Clicks, and drawings where the map draws. Not "last_active_drawing": streamlit-folium sets
+    # it on a click on any GeoJSON feature too (a tile), which read as drawing that tile as the
+    # region (issue 12). "all_drawings" lists only the shapes drawn with the Draw tool.
     output = st_folium(
         m,
         key=key,
         height=height,
         use_container_width=True,
-        returned_objects=["last_active_drawing", "last_clicked", "center", "zoom"],
-        center=view[0] if view else None,
-        zoom=view[1] if view else None,
+        returned_objects=["last_clicked", "all_drawings"] if draw else ["last_clicked"],
     )
     output = output or {}
-    center, zoom = output.get("center"), output.get("zoom")
-    if center and zoom is not None:
-        st.session_state[f"{key}.view"] = ((center["lat"], center["lng"]), zoom)
     seen: dict[str, Any] = st.session_state.setdefault(f"{key}.seen", {})
-    drawing = output.get("last_active_drawing")
+    drawings = output.get("all_drawings") or None
     clicked = output.get("last_clicked")
-    events = MapEvents(
-        drawing=drawing if drawing and drawing != seen.get("drawing") else None,
-        clicked=(
-            (float(clicked["lng"]), float(clicked["lat"]))
-            if clicked and clicked != seen.get("clicked")
-            else None
-        ),
+    new_drawing = drawings[-1] if drawings and drawings != seen.get("drawings") else None
+    new_click = (
+        (float(clicked["lng"]), float(clicked["lat"]))
+        if clicked and clicked != seen.get("clicked")
+        else None
     )
-    seen["drawing"], seen["clicked"] = drawing, clicked
-    if events.drawing is not None:  # a drawing's last click is not a separate click
-        return MapEvents(drawing=events.drawing)
-    return events
+    seen["drawings"], seen["clicked"] = drawings, clicked
+    if new_drawing is not None:  # a drawing's last click is not a separate click
+        return MapEvents(drawing=new_drawing)
+    return MapEvents(clicked=new_click)
+
+
+# --- the map of the tile pages (Similar places, Embedding space, My classes) --------------------
+#: The ``img`` URL parameter: imagery label → value (True colour, the default, is left out).
+IMAGERY_PARAM: dict[str, str | None] = {
+    "True colour": None,
+    "False colour (NIR)": "false",
+    "None": "none",
+}
+DEFAULT_IMAGERY = "True colour"
+
+
+def seed_imagery(page: str, extra: dict[str, tuple[str, ...]]) -> None:
+    """Take a link's ``img`` parameter for the page's imagery control (before it exists)."""
+    value = (extra.get("img") or (None,))[0]
+    label = next((lbl for lbl, v in IMAGERY_PARAM.items() if v == value and value), None)
+    if label is not None:
+        st.session_state[f"{page}.imagery.kept"] = label
+
+
+def imagery_control(page: str, where: Any = None) -> tuple[Composite | None, str | None]:
+    """The page's imagery choice (kept across pages); returns it and its ``img`` URL value."""
+    key = f"{page}.imagery"
+    kept(key, DEFAULT_IMAGERY)
+    label = keep(key, (where or st).segmented_control("Imagery", list(IMAGERY), key=key))
+    label = label or "None"  # segmented controls can be unselected: no imagery
+    return IMAGERY.get(label), IMAGERY_PARAM.get(label)
+
+
+def records_view(
+    records: Sequence[Mapping[str, Any]], token: str, extra: BaseGeometry | None = None
+) -> MapView:
+    """Open on these tile records (and ``extra``, e.g. the region); refit when ``token`` changes."""
+    boxes = [box(r["min_lon"], r["min_lat"], r["max_lon"], r["max_lat"]) for r in records]
+    if extra is not None:
+        boxes.append(extra)
+    if not boxes:
+        return MapView(None, token)
+    w, s, e, n = unary_union(boxes).bounds
+    return MapView((w, s, e, n), token)
+
+
+def tiles_map(
+    page: str,
+    source: SceneSource,
+    region: Region | None,
+    imagery: Composite | None,
+    layers: Sequence[LayerBuilder],
+    view: MapView,
+    height: int = 560,
+) -> MapEvents:
+    """The map of a tile page: imagery, scene outlines, the region and the page's layers.
+
+    No drawing (regions are chosen on Explore); clicks come back as :class:`MapEvents`. The
+    browser keeps the user's view while ``view.token`` stays the same (:func:`show_map`).
+    """
+    content = MapContent(
+        source=source,
+        others=resources.catalog().list(),
+        imagery=imagery,
+        region=region,
+        draw=False,
+    )
+    return show_map(
+        build_map(content, layers), key=f"{page}.map.{source.id}", height=height, view=view
+    )
+
+
+def view_token(*parts: object) -> str:
+    """A short token for :class:`MapView` from whatever should refit the map when it changes."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]

@@ -17,7 +17,14 @@ import streamlit as st
 from app import resources
 from app.errors import show_error, user_errors
 from app.gallery import short_id
-from app.map_view import IMAGERY, LayerBuilder, MapContent, build_map, show_map
+from app.map_view import (
+    LayerBuilder,
+    imagery_control,
+    records_view,
+    seed_imagery,
+    tiles_map,
+    view_token,
+)
 from app.projection_view import (
     COLOUR_BY,
     SCOPES,
@@ -26,7 +33,6 @@ from app.projection_view import (
     ScopeKind,
     UmapJob,
     Version,
-    bounds_of,
     cached_scope,
     class_probabilities,
     footprint,
@@ -68,7 +74,6 @@ from backend.service import (
 )
 
 PAGE = "embedding"
-MAP_KEY = "embedding.map"
 CHART_KEY = "embedding.chart"
 LC_STAMP = "embedding.lc_stamp"
 #: Thumbnails shown for the selection (the panel stands in for hover images).
@@ -98,6 +103,7 @@ def apply_link(url: UrlState) -> None:
         st.session_state["embedding.colour.kept"] = label
     if (extra.get("proj") or (None,))[0] == "pca":
         st.session_state["embedding.method.kept"] = "PCA"
+    seed_imagery(PAGE, extra)
 
 
 # --- callbacks ----------------------------------------------------------------------------------
@@ -373,21 +379,13 @@ def page() -> None:
         if how == "landcover" and colouring.incomplete:
             offer_landcover(scope)
     with right:
-        kept("embedding.imagery", "True colour")
-        imagery = keep(
-            "embedding.imagery",
-            st.segmented_control("Imagery", list(IMAGERY), key="embedding.imagery"),
-        )
+        imagery, imagery_param = imagery_control(PAGE)
         recs = map_tiles(db, scope, source.id)
         colours = dict(zip(scope.tile_ids, point_colours(colouring), strict=True))
-        content = MapContent(
-            source=source, others=resources.catalog().list(),
-            imagery=IMAGERY.get(imagery or "None"), region=region, draw=False,
-        )  # fmt: skip
-        m = build_map(content, [tiles_layer(recs, colours, set(selected))])
-        if recs:  # opens on the tiles; a view the user moved to is kept (show_map)
-            m.fit_bounds(bounds_of(recs), padding=(20, 20))
-        events = show_map(m, key=f"{MAP_KEY}.{source.id}", height=520)
+        # Opens on the scope's tiles; a view the user moved to is kept until the scope changes.
+        view = records_view(recs, view_token(kind, inputs.region_wkt))
+        layer = tiles_layer(recs, colours, set(selected))
+        events = tiles_map(PAGE, source, region, imagery, [layer], view, height=520)
         st.caption("Click a tile to add it to the selection (click again to remove it).")
         if len(recs) < sum(t.startswith(f"{source.id}/") for t in scope.tile_ids):
             st.caption(f"The map draws the first {len(recs)} tiles of this scene.")
@@ -402,6 +400,7 @@ def page() -> None:
             "scope": kind if kind != ("region" if region is not None else "source") else None,
             "color": how if how != "landcover" else None,
             "proj": "pca" if method == "PCA" and umap is not None else None,
+            "img": imagery_param,
         }
     )
 

@@ -9,14 +9,34 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import folium
 import streamlit as st
 
 from app import resources
 from app.analysis import analyse
 from app.errors import error_text, show_error, user_errors
-from app.landcover_view import landcover_layer, landcover_panel, tile_probabilities
-from app.map_view import IMAGERY, LayerBuilder, MapContent, build_map, show_map
+from app.landcover_view import (
+    CLASS_KEY,
+    DEFAULT_CLASS,
+    DEFAULT_OPACITY,
+    DW_CLASSES,
+    LAYER_KEY,
+    LAYERS,
+    OPACITY_KEY,
+    TOKENS_KEY,
+    landcover_layer,
+    landcover_panel,
+    tile_probabilities,
+)
+from app.map_view import (
+    LayerBuilder,
+    MapContent,
+    MapView,
+    build_map,
+    imagery_control,
+    seed_imagery,
+    show_map,
+)
+from app.other_layers import other_layers
 from app.state import (
     Analysis,
     Selection,
@@ -29,12 +49,21 @@ from app.state import (
     set_selected_tiles,
 )
 from app.tile_panel import TileSection, tile_panel
-from app.url_state import take_pending_url, write_url
-from backend.errors import SoftMapError
-from backend.imagery.preview import region_grid_geojson, tile_at, tile_grid_geojson
-from backend.imagery.regions import Region, parse_bbox, parse_geojson, point_region
-from backend.imagery.sources import SceneSource
-from backend.models import ModelMeta, get_model_meta
+from app.url_state import take_pending_url, write_params, write_url
+from backend.service import (
+    ModelMeta,
+    Region,
+    SceneSource,
+    SoftMapError,
+    get_model_meta,
+    parse_bbox,
+    parse_geojson,
+    region_grid_geojson,
+    tile_at,
+    tile_block_region,
+    tile_grid_geojson,
+    tile_records,
+)
 
 PAGE = "explore"
 #: A few km² of each demo scene with varied land cover, embedded in seconds on a CPU.
@@ -47,11 +76,14 @@ CLICK_MODES = ("Inspect a tile", "Region around the point")
 POINT_REGION_TILES = 3
 MAP_KEY = "explore.map"
 BBOX_KEY = "explore.bbox"
+#: Bumped by each Analyse: the map fits the analysed region (a new view token).
+ANALYSED_KEY = "explore.analysed_count"
 
 # --- HOOKS: where the land-cover features plug in ---------------------------------------------
 #: HOOK(land cover): map layers drawn once a region is analysed (dominant class with opacity =
 #: confidence, one class's probability, entropy). Each gets the analysis and returns a builder.
-ANALYSIS_LAYERS: list[Callable[[Analysis], LayerBuilder]] = [landcover_layer]
+#: Then "Also show": a user class's probability or the Similar places results, if held.
+ANALYSIS_LAYERS: list[Callable[[Analysis], LayerBuilder]] = [landcover_layer, other_layers]
 #: HOOK(land cover): panels under the map for an analysed region (legend, area chart and table).
 ANALYSIS_PANELS: list[Callable[[Analysis], None]] = [landcover_panel]
 #: HOOK(land cover): sections of the tile panel (class-probability bars), given the tile record.
@@ -92,7 +124,42 @@ def apply_link(source: SceneSource, selection: Selection) -> bool:
     set_region(region or default_region(source))
     set_selected_tiles(url.tiles)
     st.session_state["explore.source"] = selection.source_id
+    seed_display(url.extra)
     return url.analysed and region is not None
+
+
+def seed_display(extra: dict[str, tuple[str, ...]]) -> None:
+    """Imagery and land-cover layer settings from a link (before their widgets exist)."""
+
+    def first(key: str) -> str:
+        return (extra.get(key) or ("",))[0]
+
+    seed_imagery(PAGE, extra)
+    label = next((lbl for lbl, mode in LAYERS.items() if (mode or "off") == first("lc")), None)
+    if label is not None:
+        st.session_state[LAYER_KEY] = label
+    if first("cls") in DW_CLASSES:
+        st.session_state[CLASS_KEY] = DW_CLASSES.index(first("cls"))
+    if first("op").isdigit() and 0 <= int(first("op")) <= 100:
+        st.session_state[OPACITY_KEY] = int(first("op")) // 5 * 5
+    if first("cells") in ("0", "1"):
+        st.session_state[TOKENS_KEY] = first("cells") == "1"
+
+
+def display_params(imagery_param: str | None) -> dict[str, str | list[str] | None]:
+    """The display settings as URL parameters (defaults are left out, so links stay short)."""
+    label = st.session_state.get(LAYER_KEY)
+    mode = LAYERS.get(label) if isinstance(label, str) else "dominant"
+    class_index = st.session_state.get(CLASS_KEY, DEFAULT_CLASS)
+    opacity = st.session_state.get(OPACITY_KEY, DEFAULT_OPACITY)
+    tokens = st.session_state.get(TOKENS_KEY, True)
+    return {
+        "img": imagery_param,
+        "lc": None if mode == "dominant" else (mode or "off"),
+        "cls": DW_CLASSES[class_index] if class_index != DEFAULT_CLASS else None,
+        "op": str(opacity) if opacity != DEFAULT_OPACITY else None,
+        "cells": None if tokens else "0",
+    }
 
 
 def follow_source(source: SceneSource, selection: Selection) -> None:
@@ -145,7 +212,7 @@ def selected_record(
             if t["tile_id"] == tile_id:
                 return t
     with user_errors():
-        found = resources.cache().tiles([tile_id])
+        found = tile_records(resources.workspace(), [tile_id])
         return found[0] if found else None
     return None
 
@@ -159,9 +226,19 @@ def handle_map_events(events: Any, source: SceneSource, meta: ModelMeta, click_m
     if events.clicked is not None:
         lon, lat = events.clicked
         if click_mode == CLICK_MODES[1]:
-            half = POINT_REGION_TILES * meta.tile_stride * source.grid.resolution / 2
-            with user_errors():
-                set_region(point_region(lon, lat, half))
+            # The 3 × 3 tiles around the clicked one, on the model's own grid (a square of
+            # 3 tiles' width centred on the point would touch 4 × 4 of them).
+            block = tile_block_region(
+                source, lon, lat, meta.chip_size, meta.tile_stride, POINT_REGION_TILES
+            )
+            if block is None:
+                st.warning(
+                    f"{lat:.5f}, {lon:.5f} (lat, lon) is outside {source.title}: click on the "
+                    "scene's imagery.",
+                    icon=":material/ads_click:",
+                )
+            else:
+                set_region(block)
                 st.rerun()
         else:
             tile_id = tile_at(source, lon, lat, meta.chip_size, meta.tile_stride)
@@ -173,20 +250,22 @@ def handle_map_events(events: Any, source: SceneSource, meta: ModelMeta, click_m
 def run_analysis(region: Region, source: SceneSource, selection: Selection) -> None:
     with user_errors():
         set_analysis(analyse(region, source, selection.model_id))
-        # Show the analysed region: drop the kept view, so the map fits to the region.
-        st.session_state.pop(f"{MAP_KEY}.{source.id}.view", None)
+        # Show the analysed region: a new view token makes the map fit it (map_view.MapView).
+        st.session_state[ANALYSED_KEY] = st.session_state.get(ANALYSED_KEY, 0) + 1
         st.rerun()  # the sidebar, drawn before, shows the new cache counts
 
 
-def fit_to(bounds: tuple[float, float, float, float]) -> LayerBuilder:
-    """Fit the map's view to lon/lat bounds (W, S, E, N) with a margin."""
-    w, s, e, n = bounds
+def map_view(source: SceneSource, region: Region | None, analysis: Analysis | None) -> MapView:
+    """The scene until a region is analysed; then that region with a margin, once per Analyse.
+
+    Choosing another region keeps the view (the token only changes when Analyse is pressed).
+    """
+    token = f"{source.id}:{st.session_state.get(ANALYSED_KEY, 0)}"
+    if analysis is None or region is None:
+        return MapView(source.bbox_lonlat, token, padding=0)
+    w, s, e, n = region.bounds
     dx, dy = (e - w) * 0.25, (n - s) * 0.25
-
-    def fit(m: folium.Map) -> None:
-        m.fit_bounds([[s - dy, w - dx], [n + dy, e + dx]])
-
-    return fit
+    return MapView((w - dx, s - dy, e + dx, n + dy), token, padding=0)
 
 
 def page() -> None:
@@ -208,9 +287,7 @@ def page() -> None:
     region = get_region()
 
     controls = st.columns([2, 2, 1, 1])
-    imagery = controls[0].segmented_control(
-        "Imagery", list(IMAGERY), default="True colour", key="explore.imagery"
-    )
+    imagery, imagery_param = imagery_control(PAGE, controls[0])
     click_mode = controls[1].segmented_control(
         "A click on the map", CLICK_MODES, default=CLICK_MODES[0], key="explore.click_mode"
     )
@@ -231,7 +308,7 @@ def page() -> None:
     content = MapContent(
         source=source,
         others=resources.catalog().list(),
-        imagery=IMAGERY.get(imagery or "None"),
+        imagery=imagery,
         region=region,
         grid=(
             grid_geojson(source.id, region.geometry.wkt, meta.chip_size, meta.tile_stride)
@@ -244,10 +321,11 @@ def page() -> None:
         selected=tile_grid_geojson([record]) if record is not None else None,
     )
     layers = [hook(analysis) for hook in ANALYSIS_LAYERS] if analysis is not None else []
-    if analysis is not None and region is not None:
-        # Applies when the map (re)mounts; a view the user chose since is passed back and wins.
-        layers.append(fit_to(region.bounds))
-    events = show_map(build_map(content, layers), key=f"{MAP_KEY}.{source.id}")
+    events = show_map(
+        build_map(content, layers),
+        key=f"{MAP_KEY}.{source.id}",
+        view=map_view(source, region, analysis),
+    )
     handle_map_events(events, source, meta, click_mode or CLICK_MODES[0])
 
     if region is not None:
@@ -274,6 +352,7 @@ def page() -> None:
         tiles=selected,
         analysed=analysis is not None,
     )
+    write_params(display_params(imagery_param))
 
 
 page()

@@ -33,12 +33,11 @@ from app.classes_view import (
 )
 from app.errors import show_error, user_errors
 from app.gallery import short_id
-from app.map_view import IMAGERY, MapContent, build_map, show_map
+from app.map_view import imagery_control, records_view, seed_imagery, tiles_map, view_token
 from app.projection_view import (
     SCOPES,
     ScopeInputs,
     ScopeKind,
-    bounds_of,
     cached_scope,
     map_tiles,
     model_version,
@@ -63,7 +62,6 @@ from backend.service import (
 )
 
 PAGE = "classes"
-MAP_KEY = "classes.map"
 CLASS_KEY = "classes.class"
 TRAINED_KEY = "classes.trained"
 CLICK_MODES = ("Positive", "Negative", "Remove label")
@@ -85,6 +83,10 @@ def apply_link(url: UrlState) -> None:
     label = next((lbl for lbl, kind in SCOPES.items() if kind == scope), None)
     if label is not None:
         st.session_state["classes.scope.kept"] = label
+    if name and (url.extra.get("trained") or (None,))[0] == "1":
+        # The classifier is trained again from the stored labels (cached per label set).
+        st.session_state.setdefault(TRAINED_KEY, set()).add(name)
+    seed_imagery(PAGE, url.extra)
 
 
 # --- callbacks ----------------------------------------------------------------------------------
@@ -170,8 +172,12 @@ def class_bar(names: list[str]) -> str | None:
     return chosen
 
 
-def labels_panel(name: str, key: LabelsKey) -> None:
-    """The labels with a remove button each, adding by id, export and import."""
+def labels_panel(name: str, key: LabelsKey, examples: list[str]) -> None:
+    """The labels with a remove button each, adding by id, export and import.
+
+    ``examples``: tile ids of this model and scene for the placeholder (ids name the chip and
+    stride, ``{source}/{chip}/{stride}/{row}_{col}``, so they differ between models).
+    """
     pos = sum(p for _, p in key)
     st.markdown(f"**{pos} positive · {len(key) - pos} negative** labels")
     with st.expander("Labels", expanded=0 < len(key) <= 12):
@@ -189,7 +195,7 @@ def labels_panel(name: str, key: LabelsKey) -> None:
             st.caption("None yet: click tiles on the map.")
     st.text_input(
         "Add tiles by id (spaces or commas)", key="classes.ids",
-        placeholder="demo/virginia/112/112/9_6 demo/virginia/112/112/9_7",
+        placeholder=" ".join(examples[:2]) or "demo/virginia/64/64/20_30",
     )  # fmt: skip
     row = st.container(horizontal=True)
     row.button("Add as positive", key="classes.add_pos", on_click=on_add_ids,
@@ -311,11 +317,7 @@ def page() -> None:
             "A click on the map marks", CLICK_MODES, key="classes.click_mode", required=True
         ),
     )
-    kept("classes.imagery", "True colour")
-    imagery = keep(
-        "classes.imagery",
-        controls[2].segmented_control("Imagery", list(IMAGERY), key="classes.imagery"),
-    )
+    imagery, imagery_param = imagery_control(PAGE, controls[2])
     inputs = ScopeInputs(
         selection.model_id, kind, source.id, region.geometry.wkt if region is not None else None
     )
@@ -341,25 +343,20 @@ def page() -> None:
     left, right = st.columns([3, 2])
     with left:
         recs = map_tiles(db, scope, source.id)
-        content = MapContent(
-            source=source, others=resources.catalog().list(),
-            imagery=IMAGERY.get(imagery or "None"), region=region, draw=False,
-        )  # fmt: skip
         layer = classes_layer(
             recs, marked, trained.probabilities() if trained else None,
             found.suggestions if found else (),
         )  # fmt: skip
-        m = build_map(content, [layer])
-        if recs:  # opens on the tiles; a view the user moved to is kept (show_map)
-            m.fit_bounds(bounds_of(recs), padding=(20, 20))
-        events = show_map(m, key=f"{MAP_KEY}.{source.id}", height=560)
+        # Opens on the scope's tiles; a view the user moved to is kept until the scope changes.
+        view = records_view(recs, view_token(kind, inputs.region_wkt))
+        events = tiles_map(PAGE, source, region, imagery, [layer], view)
         st.markdown(legend_html(), unsafe_allow_html=True)
         st.caption(f"{scope.describe()}.")
     with right:
         if name is None:
             st.markdown("**Start** — create a class above, then click tiles on the map.")
         else:
-            labels_panel(name, key)
+            labels_panel(name, key, [str(r["tile_id"]) for r in recs[:2]])
             st.button(
                 "Train" if not active else "Retrain", key="classes.train", type="primary",
                 on_click=on_train, args=(name,), icon=":material/model_training:",
@@ -394,6 +391,8 @@ def page() -> None:
         {
             "class": name,
             "scope": kind if kind != ("region" if region is not None else "source") else None,
+            "trained": "1" if trained is not None else None,
+            "img": imagery_param,
         }
     )
 

@@ -18,7 +18,14 @@ from app import resources
 from app.analysis import analyse
 from app.errors import show_error, user_errors
 from app.gallery import GalleryItem, gallery, short_id
-from app.map_view import IMAGERY, LayerBuilder, MapContent, build_map, show_map
+from app.map_view import (
+    LayerBuilder,
+    MapView,
+    imagery_control,
+    seed_imagery,
+    tiles_map,
+    view_token,
+)
 from app.search_view import (
     Query,
     ScopeKind,
@@ -70,8 +77,10 @@ SCOPES: dict[str, ScopeKind] = {
 }
 CLICK_MODES = ("Query this tile", "Add positive", "Add negative", "Select a result")
 DEFAULT_K = 10
+#: Results scoring below it are dropped: 0 keeps only tiles at least as like the query as not;
+#: -1 (cosine's floor) is no minimum.
+DEFAULT_THRESHOLD = 0.0
 MAX_K = 50
-MAP_KEY = "similar.map"
 _POINT_ERROR = "similar.point_error"
 _NOTICE = "similar.notice"
 
@@ -131,9 +140,12 @@ def apply_link(url: UrlState) -> None:
         st.session_state["similar.k.kept"] = int(k)
     try:
         thr = float(first("thr") or "")
-        st.session_state["similar.threshold.kept"] = min(max(thr, 0.0), 1.0)
+        st.session_state["similar.threshold.kept"] = min(max(thr, -1.0), 1.0)
     except ValueError:
         pass
+    if point is not None:  # the typed point shows in its box again
+        st.session_state["similar.point_text"] = f"{point[0]:.5f},{point[1]:.5f}"
+    seed_imagery(PAGE, extra)
     scope = first("scope")
     label = next((lbl for lbl, kind in SCOPES.items() if kind == scope), None)
     if label is not None:
@@ -148,7 +160,11 @@ def link_params(query: Query, inputs: SearchInputs, default_scope: ScopeKind) ->
         "neg": list(query.negatives),
         "pt": f"{query.point[0]:.5f},{query.point[1]:.5f}" if query.point else None,
         "k": str(inputs.k) if inputs.k != DEFAULT_K else None,
-        "thr": f"{inputs.threshold:.2f}" if inputs.threshold else None,
+        "thr": (
+            None
+            if inputs.threshold == DEFAULT_THRESHOLD
+            else f"{-1.0 if inputs.threshold is None else inputs.threshold:.2f}"
+        ),
         "scope": inputs.scope if inputs.scope != default_scope else None,
         "sup": None if inputs.suppress else "0",
         "sel": query.selected,
@@ -186,9 +202,29 @@ def on_point_text() -> None:
     if not text:
         return
     try:
-        set_query(Query(point=parse_point(text)))
+        lon, lat = parse_point(text)
+        check_order(lon, lat)
+        set_query(Query(point=(lon, lat)))
     except SoftMapError as e:
         st.session_state[_POINT_ERROR] = e
+
+
+def check_order(lon: float, lat: float) -> None:
+    """Refuse a point that lies in no scene but would as ``lat,lon`` (typed the other way round).
+
+    Raises:
+        InvalidRegionError: naming the point the user probably meant.
+    """
+    scenes = resources.catalog().list()
+    if any(s.footprint_lonlat.covers(Point(lon, lat)) for s in scenes):
+        return
+    swapped = next((s for s in scenes if s.footprint_lonlat.covers(Point(lat, lon))), None)
+    if swapped is not None and -90 <= lon <= 90:
+        raise InvalidRegionError(
+            f"{lon:g},{lat:g} lies in no scene, but {lat:g},{lon:g} is in {swapped.title}: "
+            "type longitude first, then latitude (lon,lat).",
+            title="Longitude first",
+        )
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -309,14 +345,20 @@ def result_panel(response: SearchResponse, selected: str, hm: MatchHeatmap | Non
         right.info("This model has no patch tokens (a CNN): no heatmap.", icon=":material/info:")
 
 
-def fit_view(m: Any, region: Region | None, response: SearchResponse | None) -> None:
-    """Open the map on the region, the query and the results (a moved view is kept)."""
+def fit_view(region: Region | None, response: SearchResponse | None) -> MapView:
+    """Open the map on the region and the results; fit again whenever the results change.
+
+    A view the user moved to is kept while the region and the results stay the same (a new
+    negative that brings results from elsewhere in the scene refits, issue 12).
+    """
     shapes = [region.geometry] if region is not None else []
-    if response is not None:
-        shapes += [shape(r.footprint) for r in response.results]
-    if shapes:
-        w, s, e, n = unary_union(shapes).bounds
-        m.fit_bounds([[s, w], [n, e]], padding=(30, 30))
+    results = response.results if response is not None else ()
+    shapes += [shape(r.footprint) for r in results]
+    token = view_token(region.geometry.wkt if region else None, [r.tile_id for r in results])
+    if not shapes:
+        return MapView(None, token)
+    w, s, e, n = unary_union(shapes).bounds
+    return MapView((w, s, e, n), token, padding=30)
 
 
 def page() -> None:
@@ -379,9 +421,7 @@ def page() -> None:
         "A click on the map", CLICK_MODES, key="similar.click_mode", required=True
     )
     keep("similar.click_mode", click_mode)
-    kept("similar.imagery", "True colour")
-    imagery = top[1].segmented_control("Imagery", list(IMAGERY), key="similar.imagery")
-    keep("similar.imagery", imagery)
+    imagery, imagery_param = imagery_control(PAGE, top[1])
 
     opts = st.columns([3, 2, 2, 2])
     opts[0].text_input(
@@ -392,12 +432,14 @@ def page() -> None:
     )
     kept("similar.k", DEFAULT_K)
     k = keep("similar.k", opts[1].slider("Results (k)", 1, MAX_K, key="similar.k"))
-    kept("similar.threshold", 0.0)
+    kept("similar.threshold", DEFAULT_THRESHOLD)
     threshold = keep(
         "similar.threshold",
         opts[2].slider(
-            "Minimum score", 0.0, 1.0, step=0.01, key="similar.threshold",
-            help="Cosine (or probability with ≥ 5 positives and negatives); 0 = no minimum.",
+            "Minimum score", -1.0, 1.0, step=0.01, key="similar.threshold",
+            help="Results scoring below it are left out: cosine similarity (or the probability "
+            "with ≥ 5 positives and negatives). 0 drops tiles less like the query than unlike "
+            "it; -1 is no minimum.",
         ),
     )  # fmt: skip
     kept("similar.suppress", True)
@@ -428,7 +470,7 @@ def page() -> None:
         negatives=query.negatives,
         point=query.point,
         k=int(k),
-        threshold=float(threshold) or None,
+        threshold=float(threshold) if float(threshold) > -1.0 else None,
         suppress=bool(suppress),
         scope=scope,
         source_id=source.id,
@@ -465,18 +507,9 @@ def page() -> None:
                 tile_records(db, response.negative_tile_ids),
             ),
         ]
-    content = MapContent(
-        source=source,
-        others=resources.catalog().list(),
-        imagery=IMAGERY.get(imagery or "None"),
-        region=region,
-        draw=False,
-    )
-    m = build_map(content, layers)
-    fit_view(m, region, response)
     left, right = st.columns([3, 2])
     with left:
-        events = show_map(m, key=f"{MAP_KEY}.{source.id}", height=560)
+        events = tiles_map(PAGE, source, region, imagery, layers, fit_view(region, response))
     with right:
         if response is None:
             st.markdown(
@@ -499,7 +532,7 @@ def page() -> None:
     if results:
         items = [GalleryItem(r.tile_id, r.source_id, r.rank, r.score) for r in results]
         gallery(items, selected=selected, on_select=select_result, key="similar.pick", columns=5)
-    write_params(link_params(query, inputs, default_scope))
+    write_params({**link_params(query, inputs, default_scope), "img": imagery_param})
 
 
 page()

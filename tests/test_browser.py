@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -29,6 +29,12 @@ class Browser:
     page: Page
     url: str
     network: NetworkLog
+    #: When the page sent each message to the server over Streamlit's websocket (a rerun
+    #: request, a widget or map value): the measure of "quiet".
+    sent: list[float] = field(default_factory=list)
+
+    def sent_since(self, t0: float) -> int:
+        return sum(1 for t in self.sent if t >= t0)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +56,13 @@ def browser(app_url: str) -> Iterator[Browser]:
         else:
             r.continue_()
 
+    sent: list[float] = []
+
     def websocket(ws: WebSocket) -> None:
         if is_off_machine(ws.url):
             network.off_machine.append(f"WEBSOCKET {ws.url}")
+        if "_stcore/stream" in ws.url:
+            ws.on("framesent", lambda _frame: sent.append(time.monotonic()))
 
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=chromium_or_skip(), args=CHROMIUM_ARGS)
@@ -60,7 +70,7 @@ def browser(app_url: str) -> Iterator[Browser]:
         context.route("**/*", route)
         page = context.new_page()
         page.on("websocket", websocket)
-        yield Browser(page, app_url, network)
+        yield Browser(page, app_url, network, sent)
         chromium.close()
     assert network.off_machine == [], "the page tried to reach another host"
 
@@ -367,3 +377,132 @@ def test_embedding_space_and_my_classes_pages(browser: Browser) -> None:
     page.set_viewport_size({"width": 1400, "height": 1700})
     page.wait_for_timeout(2000)
     page.screenshot(path=str(SCREENSHOTS / "my-classes.png"), full_page=True)
+
+
+# --- issue 12: the map clicks the core workflows rely on, and no rerun loop ---------------------
+REGION = "-75.66,37.64,-75.625,37.67"
+#: Inside the demo region: test-vit tile 10_6 (112 px chips), and 11_5 for a second label.
+INSIDE = (-75.6425, 37.655)
+ELSEWHERE = (-75.651, 37.645)
+
+
+def map_view_of(frame: Frame) -> tuple[int, float, float]:
+    """Zoom and centre of the Leaflet map in a frame."""
+    zoom, lat, lon = frame.evaluate(
+        "() => [window.map.getZoom(), window.map.getCenter().lat, window.map.getCenter().lng]"
+    )
+    return int(zoom), round(float(lat), 5), round(float(lon), 5)
+
+
+def click_map_at(page: Page, lon: float, lat: float) -> None:
+    """Click the map where a lon/lat point is, as a user would (a real mouse click)."""
+    frame = map_frame(page)
+    element = frame.frame_element()
+    element.scroll_into_view_if_needed()
+    x, y = frame.evaluate(
+        """([lat, lon]) => {
+            const p = window.map.latLngToContainerPoint([lat, lon]);
+            const r = window.map.getContainer().getBoundingClientRect();
+            return [p.x + r.left, p.y + r.top];
+        }""",
+        [lat, lon],
+    )
+    box = element.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + x, box["y"] + y)
+
+
+def zoom_and_pan(page: Page) -> None:
+    """Wheel-zoom and drag the map: the moves that started the rerun loop of issue 12."""
+    element = map_frame(page).frame_element()
+    element.scroll_into_view_if_needed()
+    box = element.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + min(box["height"] / 2, 280)
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -300)
+    page.wait_for_timeout(800)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 80, y + 40, steps=5)
+    page.mouse.up()
+
+
+def test_after_analyse_the_page_goes_quiet_and_a_tile_click_keeps_the_analysis(
+    browser: Browser,
+) -> None:
+    page = browser.page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(
+        browser.url + f"?source=demo/virginia&model=test-vit&bbox={REGION}",
+        wait_until="domcontentloaded",
+    )
+    map_frame(page)
+    page.wait_for_timeout(1500)
+    zoom_and_pan(page)  # before issue 12's fix this started a zoom ping-pong with the server
+    page.get_by_role("button", name="Analyse").click()
+    page.get_by_text("tiles analysed with test-vit").wait_for(timeout=120_000)
+    loaded_landcover(page)
+    wait_until_idle(page)
+    page.wait_for_timeout(2000)
+
+    # Blocker 1: 30 s idle after Analyse: no message to the server, the map stays put.
+    t0 = time.monotonic()
+    first = map_view_of(map_frame(page))
+    views = set()
+    while time.monotonic() - t0 < 30:
+        page.wait_for_timeout(1000)
+        views.add(map_view_of(map_frame(page)))
+    assert browser.sent_since(t0) == 0, f"{browser.sent_since(t0)} messages in 30 s idle"
+    assert views == {first}, f"the map moved by itself: {sorted(views)}"
+    assert first[0] >= 13, "the map fits the analysed region"
+
+    # Blocker 2: a click on a tile inside the analysed region opens its panel, keeps the analysis.
+    click_map_at(page, *INSIDE)
+    page.get_by_text("Tile demo/virginia/112/112/10_6").wait_for(timeout=60_000)
+    page.get_by_text("Most likely").wait_for(timeout=30_000)
+    assert page.get_by_text("16 tiles analysed with test-vit").count() == 1
+    page.get_by_text("Cropland:").wait_for(timeout=10_000)
+    assert f"bbox={REGION.replace(',', '%2C')}" in page.url or "bbox=-75.66000" in page.url
+    assert "analysed=1" in page.url and "10_6" in page.url
+    assert map_view_of(map_frame(page)) == first, "the click does not move the map"
+    # The panel's own reruns settle too.
+    wait_until_idle(page)
+    t1 = time.monotonic()
+    page.wait_for_timeout(5000)
+    assert browser.sent_since(t1) == 0
+
+
+def test_a_click_in_my_classes_adds_a_label_that_survives_a_reload(browser: Browser) -> None:
+    page = browser.page
+    page.set_viewport_size({"width": 1400, "height": 1100})
+    region = f"source=demo/virginia&model=test-vit&bbox={REGION}"
+    page.goto(browser.url + f"?{region}&analysed=1", wait_until="domcontentloaded")
+    page.get_by_text("tiles analysed with test-vit").wait_for(timeout=120_000)
+    page.goto(browser.url + f"?page=classes&{region}", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="My classes").wait_for(timeout=60_000)
+    page.get_by_label("New class").fill("clicked fields")
+    page.get_by_role("button", name="Create").click()
+    page.get_by_text("Class 'clicked fields' created").wait_for(timeout=60_000)
+    page.get_by_text("0 positive · 0 negative").wait_for(timeout=30_000)
+    wait_until_idle(page)
+    # "Positive" is the default click mode: one click on a tile labels it.
+    click_map_at(page, *INSIDE)
+    page.get_by_text("1 positive · 0 negative").wait_for(timeout=60_000)
+    wait_until_idle(page)
+    page.get_by_text("Negative", exact=True).click()
+    wait_until_idle(page)
+    click_map_at(page, *ELSEWHERE)
+    page.get_by_text("1 positive · 1 negative").wait_for(timeout=60_000)
+    deadline, outlined = time.monotonic() + 30, 0
+    while outlined != 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        outlined = map_frame(page).evaluate(
+            "() => [...document.querySelectorAll('path.leaflet-interactive')]"
+            ".filter(p => ['#00c853', '#ff1744'].includes(p.getAttribute('stroke'))).length"
+        )
+    assert outlined == 2, "both labels are outlined on the map"
+    # The labels are stored: a reload (a new session) shows them again.
+    assert "class=clicked" in page.url
+    page.reload(wait_until="domcontentloaded")
+    page.get_by_text("1 positive · 1 negative").wait_for(timeout=60_000)

@@ -17,7 +17,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.vrt import WarpedVRT
-from shapely.geometry import mapping
+from shapely.geometry import Polygon, mapping
 
 from backend.errors import RasterReadError
 from backend.imagery.reader import SceneReader
@@ -291,3 +291,35 @@ def tile_at(
         return None
     return make_tile_id(source.id, chip, stride, int(row_px // stride), int(col_px // stride))
 
+
+def tile_block_region(
+    source: SceneSource,
+    lon: float,
+    lat: float,
+    chip: int,
+    stride: int | None = None,
+    size: int = 3,
+) -> Region | None:
+    """The ``size`` × ``size`` tiles centred on the tile under a point, as a region.
+
+    The region follows the tiles' pixel edges (a quadrilateral in lon/lat), inset by a tenth of
+    a pixel so no neighbouring tile touches it: embedding it plans exactly those tiles (fewer at
+    the scene's edge, where the block is shifted inwards). None when the point is outside.
+    """
+    stride = stride or chip
+    x, y = Transformer.from_crs("EPSG:4326", source.crs, always_xy=True).transform(lon, lat)
+    col_px, row_px = ~source.grid.affine * (x, y)
+    width, height = source.grid.width, source.grid.height
+    if not (0 <= col_px < width and 0 <= row_px < height):
+        return None
+    last_row, last_col = (height - 1) // stride, (width - 1) // stride
+    row0 = min(max(int(row_px // stride) - size // 2, 0), max(last_row - size + 1, 0))
+    col0 = min(max(int(col_px // stride) - size // 2, 0), max(last_col - size + 1, 0))
+    row1, col1 = min(row0 + size - 1, last_row), min(col0 + size - 1, last_col)
+    inset = 0.1
+    px0, py0 = col0 * stride + inset, row0 * stride + inset
+    px1 = min(col1 * stride + chip, width) - inset
+    py1 = min(row1 * stride + chip, height) - inset
+    a = source.grid.affine
+    corners = [a * (px, py) for px, py in ((px0, py0), (px1, py0), (px1, py1), (px0, py1))]
+    return Region(to_lonlat(Polygon(corners), source.crs))

@@ -91,7 +91,7 @@ def parse_bbox(text: str) -> Region:
     if len(parts) != 4:
         raise InvalidRegionError(
             f"A bbox needs four numbers W,S,E,N (lon/lat degrees), got '{text}'. "
-            "Example: --bbox -75.66,37.64,-75.60,37.69"
+            "Example: -75.66,37.64,-75.60,37.69"
         )
     try:
         w, s, e, n = (float(p) for p in parts)
@@ -218,9 +218,12 @@ def check_overlap(
 def validate_region(
     region: Region, source: SceneSource, *, max_km2: float, catalog: SourceCatalog | None = None
 ) -> Region:
-    """All region checks in order: area limit, then overlap with the source."""
-    check_area(region, max_km2)
+    """All region checks in order: overlap with the source, then the area limit.
+
+    Overlap first: a region far away is "outside the scene" whatever its size (issue 12).
+    """
     check_overlap(region, source, catalog)
+    check_area(region, max_km2)
     return region
 
 
