@@ -18,7 +18,7 @@ from backend.imagery.sources import demo_catalog
 from backend.models import create_model
 from backend.models.inference import EmbeddingEngine
 from backend.search.heatmap import heatmap_from_tokens, match_heatmaps, tile_tokens
-from backend.search.index import get_index
+from backend.search.index_sync import get_index
 from backend.search.query import Scope, search
 from backend.settings import Settings
 from backend.store.cache import EmbeddingCache

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend.search.index import (
-    HNSW_MIN_VECTORS,
-    VectorIndex,
-    get_index,
-    normalise,
-    sync_index,
-)
+from backend.search import index_sync
+from backend.search.index import HNSW_MIN_VECTORS, VectorIndex, normalise
+from backend.search.index_store import IndexStore, index_folder
+from backend.search.index_sync import get_index, sync_index
 from backend.store.cache import EmbeddingCache
 
 
@@ -110,3 +109,159 @@ def test_tiny_indexes(n: int) -> None:
         VectorIndex(8))  # fmt: skip
     top = index.top(np.ones(8, np.float32), 5)
     assert len(top.rows) == n
+
+
+# --- the index kept beside the cache -------------------------------------------------------------
+def _fresh_process() -> None:
+    """Forget every in-memory index, as a new CLI call or app start would."""
+    index_sync._INDEXES.clear()
+
+
+@pytest.fixture
+def persisted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """A cache of 400 clustered vectors whose index is kept on disk (any size is persisted)."""
+    monkeypatch.setattr(index_sync, "PERSIST_MIN_VECTORS", 0)
+    _fresh_process()
+    db = tmp_path / "c.duckdb"
+    x = clustered(400, dim=48)
+    with EmbeddingCache(db) as cache:
+        eset = cache.embedding_set("m", "h", dim=48)
+        assert eset is not None
+        cache.write_embeddings(eset, [f"s/x/112/112/{i}_0" for i in range(300)], x[:300])
+    yield db
+    _fresh_process()
+
+
+def _no_table_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the index was read from the table, not from disk")
+
+    monkeypatch.setattr(EmbeddingCache, "embeddings", fail)
+
+
+def test_a_fresh_process_opens_the_saved_index_and_graph(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with EmbeddingCache(persisted) as cache:
+        eset = cache.embedding_sets()[0]
+        index = get_index(cache, eset)
+        index.build_hnsw()
+        q = index.matrix[17] + 0.01
+        expected = index.top(q, 10, engine="hnsw")
+    folder = index_folder(persisted) / f"set-{eset.set_id}"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["rows"] == 300 and manifest["graph_rows"] == 300
+    assert manifest["table_rows"] == 300 and manifest["identity"]["model_id"] == "m"
+    _fresh_process()
+    _no_table_reads(monkeypatch)
+    with EmbeddingCache(persisted, read_only=True) as cache:
+        reopened = get_index(cache, eset)
+        assert reopened is not index and len(reopened) == 300
+        assert isinstance(reopened._matrix, np.memmap) and reopened._hnsw_view
+        got = reopened.top(q, 10, engine="hnsw")
+        assert got.engine == "hnsw" and got.rows.tolist() == expected.rows.tolist()
+        np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-6)
+        assert reopened.ids == index.ids
+
+
+def test_new_rows_are_appended_on_disk_and_found_at_once(persisted: Path) -> None:
+    x = clustered(400, dim=48)
+    with EmbeddingCache(persisted) as cache:
+        eset = cache.embedding_sets()[0]
+        get_index(cache, eset).build_hnsw()
+        generation = get_index(cache, eset).manifest.generation  # type: ignore[union-attr]
+        cache.write_embeddings(eset, [f"s/x/112/112/{i}_0" for i in range(300, 400)], x[300:])
+    _fresh_process()
+    with EmbeddingCache(persisted, read_only=True) as cache:
+        index = get_index(cache, eset)
+        assert len(index) == 400 and index.manifest is not None
+        assert index.manifest.generation == generation  # appended, not rebuilt
+        assert index.manifest.rows == 400 and index.manifest.graph_rows == 300
+        assert index.has_hnsw and index.tail == 100  # the graph was not rebuilt either
+        for row in (350, 399):  # a new tile is its own nearest neighbour through the hnsw engine
+            top = index.top(index.matrix[index.row_of[f"s/x/112/112/{row}_0"]], 1, engine="hnsw")
+            assert top.engine == "hnsw" and index.ids[top.rows[0]] == f"s/x/112/112/{row}_0"
+        index.build_hnsw()  # the graph takes the tail in and is saved again
+        assert index.tail == 0 and index.manifest is not None and index.manifest.graph_rows == 400
+    _fresh_process()
+    with EmbeddingCache(persisted, read_only=True) as cache:
+        again = get_index(cache, eset)
+        assert again._hnsw_view and again.tail == 0 and len(again) == 400
+
+
+def test_removed_tiles_are_never_served(persisted: Path) -> None:
+    gone = [f"s/x/112/112/{i}_0" for i in range(10)]
+    with EmbeddingCache(persisted) as cache:
+        eset = cache.embedding_sets()[0]
+        index = get_index(cache, eset)
+        index.build_hnsw()
+        probe = index.matrix[index.row_of[gone[0]]].copy()
+        with cache.cursor() as cur:
+            cur.execute(f"DELETE FROM {eset.table_name} WHERE tile_id IN (SELECT unnest(?))",
+                        [gone])  # fmt: skip
+        assert get_index(cache, eset) is index and len(index) == 290
+        for engine in ("exact", "hnsw"):
+            top = index.top(probe, 20, engine=engine)  # type: ignore[arg-type]
+            assert not {index.ids[r] for r in top.rows} & set(gone) and len(top.rows) == 20
+    _fresh_process()
+    with EmbeddingCache(persisted, read_only=True) as cache:
+        reopened = get_index(cache, eset)
+        assert len(reopened) == 290 and not set(gone) & set(reopened.row_of)
+        assert reopened.manifest is not None and len(reopened.manifest.dead) == 10
+        top = reopened.top(probe, 20, engine="hnsw")
+        assert not {reopened.ids[r] for r in top.rows} & set(gone)
+
+
+def test_many_removals_rebuild_and_a_replaced_cache_is_not_reused(persisted: Path) -> None:
+    with EmbeddingCache(persisted) as cache:
+        eset = cache.embedding_sets()[0]
+        first = get_index(cache, eset).manifest
+        with cache.cursor() as cur:
+            cur.execute(f"DELETE FROM {eset.table_name} WHERE tile_id < 's/x/112/112/2'")
+        index = get_index(cache, eset)
+        assert index.manifest is not None and first is not None
+        assert index.manifest.generation == first.generation + 1 and not index.manifest.dead
+        assert len(index) == index.manifest.rows == index.manifest.table_rows
+    # Another cache file at the same path: same set id, other content. Never reused.
+    persisted.unlink()
+    _fresh_process()
+    x = clustered(30, dim=48, seed=3)
+    with EmbeddingCache(persisted) as cache:
+        eset = cache.embedding_set("m", "h", dim=48)
+        assert eset is not None
+        cache.write_embeddings(eset, [f"o/y/112/112/{i}_0" for i in range(30)], x)
+        index = get_index(cache, eset)
+        assert len(index) == 30 and all(t.startswith("o/") for t in index.ids)
+
+
+def test_partial_rows_of_a_crashed_writer_are_ignored(persisted: Path) -> None:
+    x = clustered(400, dim=48)
+    with EmbeddingCache(persisted) as cache:
+        eset = cache.embedding_sets()[0]
+        m = get_index(cache, eset).manifest
+        assert m is not None
+        folder = index_folder(persisted) / f"set-{eset.set_id}"
+        with (folder / m.vectors_file).open("ab") as f:
+            f.write(b"\x00" * 1000)  # a crash mid-append
+        with (folder / m.ids_file).open("ab") as f:
+            f.write(b"\nhalf")
+        cache.write_embeddings(eset, [f"s/x/112/112/{i}_0" for i in range(300, 310)], x[300:310])
+    _fresh_process()
+    with EmbeddingCache(persisted, read_only=True) as cache:
+        index = get_index(cache, eset)
+        assert len(index) == 310 and "half" not in index.row_of
+        row = index.row_of["s/x/112/112/305_0"]
+        np.testing.assert_allclose(index.matrix[row], normalise(x[305]), rtol=1e-6)
+
+
+def test_an_unwritable_folder_keeps_the_index_in_memory(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: IndexStore) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(IndexStore, "lock", refuse)
+    with EmbeddingCache(persisted, read_only=True) as cache:
+        index = get_index(cache, cache.embedding_sets()[0])
+        assert len(index) == 300 and index.store is None
+        assert not index_folder(persisted).exists()

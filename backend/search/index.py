@@ -7,23 +7,26 @@ similarity is an inner product. Two engines answer a top-k query over it:
   of 384 dims it takes a few ms; it is the reference the approximate engine is measured against.
 * **hnsw**: a usearch HNSW graph (``f16`` vectors, connectivity 16) for candidates, re-scored
   exactly from the float32 matrix, so the scores returned are true cosines whatever the engine.
-  Chosen over DuckDB's vss extension by measurement (bench/README.md): at 20k vectors usearch
-  builds in 1.2 s and answers in 0.12 ms, vss in 8.3 s and 5 ms (SQL and literal parsing).
+  Rows added after the graph was built (the *tail*) are scanned exactly and merged, so a new tile
+  is found at once; the graph takes them in (incrementally, never rebuilt) once the tail passes
+  :data:`HNSW_MAX_TAIL` rows. Chosen over DuckDB's vss extension by measurement (bench/README.md).
 
 ``auto`` uses the graph from :data:`HNSW_MIN_VECTORS` vectors up (the switch point measured in
 ``bench/bench_search.py``), and the exact scan below it or when a scope keeps only a small part of
 the set (the scan over a few rows beats a filtered graph walk). Building the graph takes minutes
-at 100k vectors on 2 cores, so ``auto`` builds it on a background thread and answers with the
-exact scan until it is ready: no query ever waits for a build; ``hnsw`` builds synchronously.
+at 100k vectors and ~11 min at 1M on 2 cores, so ``auto`` builds it on a background thread and
+answers with the exact scan until it is ready: no query ever waits for a build; ``hnsw`` builds
+synchronously.
 
-Indexes live in memory per process, one per (cache file, embedding set), and follow the cache:
-before each query :func:`get_index` compares the set table's row count and newest ``created_at``
-with what the index holds and appends only the new rows (to the matrix and the graph); a table that
-shrank (a deleted set) is reloaded from scratch.
+Indexes follow the cache (:mod:`backend.search.index_sync`): one per process and set, synced
+with the set's table before each query, kept on disk beside the cache from 20k rows up
+(:mod:`backend.search.index_store`). Rows whose tiles left the cache are *dead*: they stay in the
+matrix and the graph but are never returned.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,7 +34,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from backend.store.cache import EmbeddingCache, EmbeddingSet
+from backend.search.index_store import IndexStore, Manifest
+
+log = logging.getLogger(__name__)
 
 Engine = Literal["auto", "exact", "hnsw"]
 
@@ -43,6 +48,10 @@ HNSW_MIN_SCOPE_FRACTION = 0.2
 HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = 64
+HNSW_PARAMS: dict[str, Any] = {"connectivity": HNSW_CONNECTIVITY,
+                               "expansion_add": HNSW_EXPANSION_ADD, "dtype": "f16"}  # fmt: skip
+#: Rows past the graph scanned exactly before the graph takes them in (0.5 ms per 10k rows).
+HNSW_MAX_TAIL = 10_000
 
 _EPS = 1e-12
 
@@ -76,23 +85,29 @@ class VectorIndex:
 
     Args:
         dim: Vector dimension.
+        store: Where the index is kept on disk (None: in memory only).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, store: IndexStore | None = None) -> None:
         self.dim = dim
+        self.store = store
         self.lock = threading.RLock()
         self.reset()
 
     def reset(self) -> None:
-        """Forget every vector and the graph (the lock stays)."""
+        """Forget every vector and the graph (the lock and the store stay)."""
         self.ids: list[str] = []
-        self.row_of: dict[str, int] = {}
-        self._matrix = np.empty((0, self.dim), dtype=np.float32)
+        self._row_of: dict[str, int] | None = {}
+        self._matrix: NDArray[np.float32] = np.empty((0, self.dim), dtype=np.float32)
         self._n = 0
+        self._dead: NDArray[np.bool_] | None = None
+        self._n_dead = 0
         self._hnsw: Any = None
-        self._building: threading.Thread | None = None
+        self._hnsw_view = False  # a memory-mapped saved graph: immutable
         self._hnsw_rows = 0
+        self._building: threading.Thread | None = None
         self.version = IndexVersion(0, None)
+        self.manifest: Manifest | None = None  # the on-disk state this index reflects
 
     @classmethod
     def from_arrays(cls, ids: list[str], vectors: NDArray[np.float32]) -> VectorIndex:
@@ -102,20 +117,41 @@ class VectorIndex:
         return index
 
     def __len__(self) -> int:
-        return self._n
+        """Live rows (dead ones are left out)."""
+        return self._n - self._n_dead
 
     @property
     def matrix(self) -> NDArray[np.float32]:
-        """The ``[N, D]`` unit-normalised vectors (a view; do not modify)."""
+        """The ``[N, D]`` unit-normalised vectors, dead rows included (a view; do not modify)."""
         return self._matrix[: self._n]
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        """Row of each live tile id (built on first use: 0.2 s at 1M ids)."""
+        if self._row_of is None:
+            live = (range(self._n) if self._dead is None
+                    else np.flatnonzero(~self._dead[: self._n]).tolist())  # fmt: skip
+            self._row_of = {self.ids[r]: r for r in live}
+        return self._row_of
 
     @property
     def has_hnsw(self) -> bool:
         return self._hnsw is not None
 
+    @property
+    def tail(self) -> int:
+        """Rows not yet in the graph (scanned exactly by the ``hnsw`` engine)."""
+        return self._n - self._hnsw_rows if self._hnsw is not None else self._n
+
+    def dead_rows(self) -> tuple[int, ...]:
+        if self._dead is None:
+            return ()
+        return tuple(np.flatnonzero(self._dead[: self._n]).tolist())
+
     def add(self, ids: list[str], vectors: NDArray[np.float32]) -> None:
-        """Append vectors (ids already present are skipped); an existing graph gets them too."""
-        fresh = [i for i, t in enumerate(ids) if t not in self.row_of]
+        """Append vectors (ids already present are skipped); the graph sees them as its tail."""
+        row_of = self.row_of
+        fresh = [i for i, t in enumerate(ids) if t not in row_of]
         if not fresh:
             return
         if len(fresh) != len(ids):
@@ -123,77 +159,164 @@ class VectorIndex:
             vectors = vectors[fresh]
         new = normalise(vectors)
         need = self._n + len(ids)
-        if need > self._matrix.shape[0]:
-            grown = np.empty((max(need, 2 * self._matrix.shape[0]), self.dim), dtype=np.float32)
+        if need > self._matrix.shape[0] or not self._matrix.flags.writeable:
+            grown = np.empty((max(need, 2 * self._n), self.dim), dtype=np.float32)
             grown[: self._n] = self._matrix[: self._n]
             self._matrix = grown
         self._matrix[self._n : need] = new
         for i, t in enumerate(ids):
-            self.row_of[t] = self._n + i
+            row_of[t] = self._n + i
         self.ids.extend(ids)
         self._n = need
-        if self._hnsw is not None:
-            self._extend_hnsw()
+        if self._dead is not None:
+            self._dead = np.concatenate([self._dead[: self._n - len(ids)],
+                                         np.zeros(len(ids), dtype=bool)])  # fmt: skip
+
+    def remove(self, ids: list[str]) -> int:
+        """Mark tiles dead: their rows stay in the matrix and graph but are never returned."""
+        rows = [self.row_of.pop(t) for t in ids if t in self.row_of]
+        if rows:
+            if self._dead is None:
+                self._dead = np.zeros(self._n, dtype=bool)
+            self._dead[rows] = True
+            self._n_dead = int(self._dead.sum())
+        return len(rows)
+
+    # --- on disk -----------------------------------------------------------------------------
+    def reflects(self, m: Manifest | None) -> bool:
+        return m is not None and self.manifest == m
+
+    def adopt(self, store: IndexStore, m: Manifest, ids: list[str] | None = None) -> None:
+        """Take the on-disk state ``m`` (memory-mapped): ``ids`` are its tile ids if known."""
+        same_rows = (self.manifest is not None and self.manifest.generation == m.generation
+                     and self._n <= m.rows)  # fmt: skip
+        keep_graph = same_rows and self._hnsw is not None
+        if ids is None:
+            ids = self.ids if same_rows and self._n == m.rows else store.ids(m)
+        matrix = store.vectors(m)
+        graph, graph_rows, view = self._hnsw, self._hnsw_rows, self._hnsw_view
+        building = self._building if keep_graph or same_rows else None
+        self.reset()
+        self.ids, self._matrix, self._n, self._row_of = ids, matrix, m.rows, None
+        if m.dead:
+            self._dead = np.zeros(m.rows, dtype=bool)
+            self._dead[list(m.dead)] = True
+            self._n_dead = int(self._dead.sum())
+        if keep_graph and graph_rows >= m.graph_rows:
+            self._hnsw, self._hnsw_rows, self._hnsw_view = graph, graph_rows, view
+        elif m.graph is not None and m.hnsw == HNSW_PARAMS and m.graph_rows <= m.rows:
+            self._hnsw, self._hnsw_rows, self._hnsw_view = store.view_graph(m), m.graph_rows, True
+        self._building = building
+        self.version = IndexVersion(m.table_rows, m.table_newest)
+        self.manifest = m
+
+    def _save_graph(self) -> None:
+        """Write the graph beside the cache when it covers more rows than the saved one."""
+        store, m = self.store, self.manifest
+        if store is None or m is None or self._hnsw is None or self._hnsw_view:
+            return
+        if self._hnsw_rows <= m.graph_rows and m.graph is not None:
+            return
+        try:
+            with store.lock():
+                on_disk = store.manifest()
+                if on_disk is None or on_disk.generation != m.generation:
+                    return  # another process rebuilt the files: our row numbers are not theirs
+                if on_disk.rows < self._hnsw_rows or on_disk.graph_rows >= self._hnsw_rows:
+                    return
+                saved = store.save_graph(on_disk, self._hnsw, self._hnsw_rows, HNSW_PARAMS)
+                store.commit(saved, on_disk)
+        except OSError as e:
+            log.warning("Could not save the vector index beside the cache: %s", e)
+            return
+        if self.manifest == m:
+            self.manifest = saved if on_disk == m else None
 
     # --- engines --------------------------------------------------------------------------
     def build_hnsw(self) -> None:
-        """Build (or extend) the HNSW graph over every vector held."""
+        """Build (or extend) the HNSW graph over every vector held, and save it if kept on disk."""
         with self.lock:
             if self._hnsw is None:
                 self._hnsw, self._hnsw_rows, self._building = _new_graph(self.dim), 0, None
-            self._extend_hnsw()
+                self._hnsw_view = False
+            if self._hnsw_rows < self._n:
+                self._extend_hnsw()
+            self._save_graph()
 
     def _extend_hnsw(self) -> None:
         if self._hnsw_rows >= self._n:
             return
+        if self._hnsw_view:
+            self._hnsw, self._hnsw_view = self._hnsw.copy(), False
         keys = np.arange(self._hnsw_rows, self._n, dtype=np.uint64)
         self._hnsw.add(keys, self._matrix[self._hnsw_rows : self._n], threads=0)
         self._hnsw_rows = self._n
 
     def memory_bytes(self) -> int:
-        """Bytes held by the float32 matrix and the graph."""
-        graph = int(getattr(self._hnsw, "memory_usage", 0)) if self._hnsw is not None else 0
-        return int(self._matrix.nbytes) + graph
+        """Bytes held by the float32 matrix and the graph (memory-mapped ones included)."""
+        graph = 0
+        if self._hnsw is not None:
+            graph = (int(getattr(self._hnsw, "memory_usage", 0)) if not self._hnsw_view
+                     else int(self._hnsw.serialized_length))  # fmt: skip
+        return int(self._matrix[: self._n].nbytes) + graph
 
     def choose_engine(self, engine: Engine, scope_rows: int | None) -> Literal["exact", "hnsw"]:
         """The engine ``auto`` resolves to for a scope of ``scope_rows`` rows (None = all).
 
         ``auto`` never waits for a graph: from :data:`HNSW_MIN_VECTORS` up it starts building one
-        in the background (minutes at 100k on 2 cores) and scans exactly until it is ready.
+        in the background (minutes at 100k on 2 cores) and scans exactly until it is ready; a
+        tail past :data:`HNSW_MAX_TAIL` rows is taken into the graph in the background too.
         """
         if engine != "auto":
             return engine
-        n = self._n if scope_rows is None else scope_rows
+        n = len(self) if scope_rows is None else scope_rows
         if n < HNSW_MIN_VECTORS:
             return "exact"
-        if scope_rows is not None and scope_rows < HNSW_MIN_SCOPE_FRACTION * self._n:
+        if scope_rows is not None and scope_rows < HNSW_MIN_SCOPE_FRACTION * len(self):
             return "exact"
         if self._hnsw is None:
             self.start_background_build()
             return "exact"
+        if self.tail > HNSW_MAX_TAIL:
+            self.start_background_build()
         return "hnsw"
 
     def start_background_build(self) -> threading.Thread | None:
-        """Build the graph on a daemon thread; queries keep using the exact scan meanwhile."""
+        """Build (or extend) the graph on a daemon thread; queries go on meanwhile.
+
+        Until a first graph is ready queries scan exactly; while a graph is extended they use
+        the old graph and scan its tail.
+        """
         with self.lock:
-            if self._hnsw is not None or self._building is not None:
+            if self._building is not None or (self._hnsw is not None and not self.tail):
                 return self._building
             # Rows below _n are never rewritten (the matrix grows by reallocation), so the
             # thread can read this view while new rows arrive.
             n, data = self._n, self._matrix[: self._n]
-            thread = threading.Thread(target=self._build, args=(n, data), daemon=True,
-                                      name="softmap-hnsw-build")  # fmt: skip
+            base, start = self._hnsw, self._hnsw_rows
+            thread = threading.Thread(target=self._build, args=(n, data, base, start),
+                                      daemon=True, name="softmap-hnsw-build")  # fmt: skip
             self._building = thread
         thread.start()
         return thread
 
-    def _build(self, n: int, data: NDArray[np.float32]) -> None:
-        graph = _new_graph(self.dim)
-        graph.add(np.arange(n, dtype=np.uint64), data, threads=0)
+    def _build(self, n: int, data: NDArray[np.float32], base: Any, start: int) -> None:
+        try:
+            graph = _new_graph(self.dim) if base is None else base.copy()
+            if base is None:
+                start = 0
+            graph.add(np.arange(start, n, dtype=np.uint64), data[start:n], threads=0)
+        except Exception:  # a failed build leaves the exact scan in place
+            log.exception("Building the HNSW graph failed")
+            with self.lock:
+                if self._building is threading.current_thread():
+                    self._building = None
+            return
         with self.lock:
             if self._building is threading.current_thread():
-                self._hnsw, self._hnsw_rows, self._building = graph, n, None
-                self._extend_hnsw()
+                self._hnsw, self._hnsw_rows, self._hnsw_view = graph, n, False
+                self._building = None
+                self._save_graph()
 
     def top(
         self,
@@ -209,7 +332,7 @@ class VectorIndex:
         Args:
             query: ``[D]`` vector (normalised here).
             m: How many rows at most.
-            rows: Restrict to these rows (a scope); None searches every row.
+            rows: Restrict to these rows (a scope of live rows); None searches every live row.
             exclude: Rows never returned (the query tiles).
             engine: ``exact``, ``hnsw`` or ``auto`` (see :meth:`choose_engine`).
         """
@@ -233,6 +356,8 @@ class VectorIndex:
             scores = self.matrix @ q
             if exclude is not None and len(exclude):
                 scores[exclude] = -np.inf
+            if self._dead is not None:
+                scores[self._dead[: self._n]] = -np.inf
         else:
             cand = np.asarray(rows, dtype=np.int64)
             if exclude is not None and len(exclude):
@@ -255,27 +380,38 @@ class VectorIndex:
         rows: NDArray[np.int64] | None,
         exclude: NDArray[np.int64] | None,
     ) -> Neighbours | None:
-        """Graph candidates re-scored exactly; None when the scope filter left too few."""
-        self.build_hnsw()
+        """Graph candidates and the tail, re-scored exactly; None when filters left too few."""
+        if self._hnsw is None or (self.tail > HNSW_MAX_TAIL and self._building is None):
+            self.build_hnsw()
+        hnsw: Any = self._hnsw
+        graph_rows = self._hnsw_rows
         allowed: NDArray[np.bool_] | None = None
         if rows is not None:
             allowed = np.zeros(self._n, dtype=bool)
             allowed[rows] = True
+        elif self._dead is not None:
+            allowed = ~self._dead[: self._n]
         n_excl = 0 if exclude is None else len(exclude)
-        share = 1.0 if rows is None else max(len(rows) / max(self._n, 1), 1e-6)
-        # Over-fetch so that filtering by scope and exclusion still leaves m rows.
-        want = min(self._n, int((m + n_excl) / share * 1.5) + 16)
-        ef = max(HNSW_EXPANSION_SEARCH, want)
-        hnsw: Any = self._hnsw
-        if hnsw.expansion_search != ef:
-            hnsw.expansion_search = ef
-        found = hnsw.search(q, want, threads=1)
-        cand = np.asarray(found.keys, dtype=np.int64)
+        live = max(len(self), 1)
+        share = 1.0 if rows is None else max(len(rows) / live, 1e-6)
+        share *= live / max(self._n, 1)  # dead rows still answer graph walks
+        # Over-fetch so that filtering by scope, death and exclusion still leaves m rows.
+        want = min(graph_rows, int((m + n_excl) / share * 1.5) + 16)
+        parts: list[NDArray[np.int64]] = []
+        if want > 0:
+            ef = max(HNSW_EXPANSION_SEARCH, want)
+            if hnsw.expansion_search != ef:
+                hnsw.expansion_search = ef
+            found = hnsw.search(q, want, threads=1)
+            parts.append(np.asarray(found.keys, dtype=np.int64))
+        if graph_rows < self._n:
+            parts.append(np.arange(graph_rows, self._n, dtype=np.int64))
+        cand = np.concatenate(parts) if parts else np.empty(0, np.int64)
         if allowed is not None:
             cand = cand[allowed[cand]]
         if exclude is not None and n_excl:
             cand = cand[~np.isin(cand, exclude)]
-        available = self._n if rows is None else len(rows)
+        available = len(self) if rows is None else len(rows)
         if len(cand) < min(m, available - n_excl):
             return None
         scores = self._matrix[cand] @ q
@@ -289,73 +425,8 @@ def _new_graph(dim: int) -> Any:
     return Index(
         ndim=dim,
         metric="ip",
-        dtype="f16",
+        dtype=HNSW_PARAMS["dtype"],
         connectivity=HNSW_CONNECTIVITY,
         expansion_add=HNSW_EXPANSION_ADD,
         expansion_search=HNSW_EXPANSION_SEARCH,
     )
-
-
-# --- indexes that follow the cache --------------------------------------------------------
-_INDEXES: dict[tuple[str, int, str, str], VectorIndex] = {}
-_INDEXES_LOCK = threading.Lock()
-
-
-def table_version(cache: EmbeddingCache, eset: EmbeddingSet) -> IndexVersion:
-    """The row count and newest ``created_at`` of a set's table."""
-    with cache.cursor() as cur:
-        row = cur.execute(
-            f"SELECT count(*), epoch_us(max(created_at)) FROM {eset.table_name}"
-        ).fetchone()
-    if not row:
-        return IndexVersion(0, None)
-    return IndexVersion(int(row[0]), None if row[1] is None else int(row[1]))
-
-
-def get_index(cache: EmbeddingCache, eset: EmbeddingSet) -> VectorIndex:
-    """The in-memory index of a set, brought up to date with the cache.
-
-    New rows (embedded since the last call, in this or another process) are appended; the graph,
-    if built, gets them too. The returned index is locked by the caller while used
-    (``with index.lock``) when threads share it.
-    """
-    key = (str(cache.path.resolve()), eset.set_id, eset.model_id, eset.preprocessing_hash)
-    with _INDEXES_LOCK:
-        index = _INDEXES.get(key)
-        if index is None or index.dim != eset.dim:
-            index = _INDEXES[key] = VectorIndex(eset.dim)
-    with index.lock:
-        sync_index(index, cache, eset)
-    return index
-
-
-def sync_index(index: VectorIndex, cache: EmbeddingCache, eset: EmbeddingSet) -> int:
-    """Append the set's rows the index lacks; returns how many were added."""
-    current = table_version(cache, eset)
-    if current == index.version:
-        return 0
-    before = len(index)
-    if current.rows < index.version.rows or index.version.newest is None:
-        if before:
-            index.reset()
-            before = 0
-        ids, vectors = cache.embeddings(eset)
-    else:
-        # Rows arrive in batches stamped with their commit time: anything newer than what we
-        # saw, plus the rows sharing the newest stamp (already-known ids are skipped).
-        with cache.cursor() as cur:
-            table = cur.execute(
-                f"SELECT tile_id, vector FROM {eset.table_name} WHERE epoch_us(created_at) >= ?",
-                [index.version.newest],
-            ).to_arrow_table()
-        ids = table.column("tile_id").to_pylist()
-        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), eset.dim)
-    index.add(ids, vectors)
-    if len(index) != current.rows:  # rows without a newer stamp changed: reload everything
-        index.reset()
-        ids, vectors = cache.embeddings(eset)
-        index.add(ids, vectors)
-        before = 0
-    index.version = current
-    return len(index) - before

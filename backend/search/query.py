@@ -35,7 +35,8 @@ from shapely.geometry import Point, shape
 
 from backend.errors import EmptyScopeError, NoEmbeddingsError, NotFoundError, SoftMapError
 from backend.imagery.regions import Region
-from backend.search.index import Engine, VectorIndex, get_index, normalise
+from backend.search.index import Engine, VectorIndex, normalise
+from backend.search.index_sync import get_index
 from backend.store.cache import EmbeddingCache, EmbeddingSet
 
 ScopeKind = Literal["region", "source", "all"]
