@@ -99,6 +99,7 @@ from backend.service.landcover import (
     landcover_heads,
     map_landcover,
 )
+from backend.service.layers import TileValues, class_probability_layers
 from backend.service.outputs import (
     LANDCOVER_EXPORTS,
     ExportOutcome,
@@ -184,6 +185,7 @@ __all__ = [
     "SuggestRequest",
     "Suggestions",
     "TileSelection",
+    "TileValues",
     "TrainConfig",
     "TrainRequest",
     "UserClass",
@@ -192,6 +194,7 @@ __all__ = [
     "add_source",
     "class_labels",
     "class_predictions",
+    "class_probability_layers",
     "classify",
     "classify_in",
     "common_region",
