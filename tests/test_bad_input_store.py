@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.errors import HeadMismatchError
+from backend.errors import CacheError, HeadMismatchError
 from backend.landcover.heads import check_head_applies
 from backend.landcover.labels import N_CLASSES
 from backend.landcover.store import ensure_tables, resolve_head, write_predictions
@@ -70,7 +70,7 @@ def test_remove_source_is_one_transaction(embedded_db: Path, tmp_path: Path) -> 
     with EmbeddingCache(db) as cache:
         cache.ensure_schema("broken", "CREATE TABLE IF NOT EXISTS broken (tile_id INTEGER);")
         before = _rows(cache, "tiles", "demo/virginia/")
-        with pytest.raises(Exception):  # noqa: B017 - starts_with on an INTEGER column fails
+        with pytest.raises(CacheError, match="starts_with"):  # not on an INTEGER column
             cache.remove_source("demo/virginia")
         assert _rows(cache, "tiles", "demo/virginia/") == before
         (eset,) = cache.embedding_sets()

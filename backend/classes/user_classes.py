@@ -97,7 +97,7 @@ def _check_name(name: str) -> str:
 
 def classes(cache: EmbeddingCache) -> list[UserClass]:
     """Every class with its positive and negative label counts, by name."""
-    if not _ensure(cache):
+    if not cache.has_table("user_classes"):  # reading creates nothing
         return []
     with cache.cursor() as cur:
         rows = cur.execute(
@@ -131,6 +131,7 @@ def create_class(cache: EmbeddingCache, name: str, *, exist_ok: bool = False) ->
     """Create a class (or return it when ``exist_ok`` and it exists)."""
     name = _check_name(name)
     _writable(cache)
+    _ensure(cache)
     if any(c.name == name for c in classes(cache)):
         if exist_ok:
             return get_class(cache, name)
@@ -181,6 +182,8 @@ def add_labels(
         NotFoundError: a tile id is not in the cache.
         UnknownClassError: the class does not exist and ``create`` is false.
     """
+    if create:
+        _check_name(name)  # before anything is created in the cache
     if not tile_ids:
         raise SoftMapError("No tiles to label.", title="Nothing to label")
     ids = sorted(set(require_tiles(cache, tile_ids)))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import shapely
 from pyproj import Geod, Transformer
+from shapely.errors import GEOSException
 from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
@@ -106,7 +107,7 @@ def parse_bbox(text: str) -> Region:
         raise InvalidRegionError(
             f"The bbox '{text}' is empty or inverted: it must be W,S,E,N with W < E and S < N."
         )
-    return Region(box(w, s, e, n))
+    return _with_area(Region(box(w, s, e, n)), f"The bbox '{text}'")
 
 
 def parse_geojson(data: str | bytes | dict[str, Any]) -> Region:
@@ -124,6 +125,8 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> Region:
             raise InvalidRegionError(
                 f"The region is not valid JSON ({e.msg} at line {e.lineno})."
             ) from e
+        except UnicodeDecodeError as e:
+            raise InvalidRegionError(f"The region is not text in UTF-8 ({e.reason}).") from e
     else:
         obj = data
     if not isinstance(obj, dict) or "type" not in obj:
@@ -145,7 +148,7 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> Region:
             )
         try:
             geom = shape(g)
-        except (ValueError, TypeError, AttributeError, IndexError) as e:
+        except (ValueError, TypeError, AttributeError, IndexError, GEOSException) as e:
             raise InvalidRegionError(f"The {gtype} coordinates are malformed ({e}).") from e
         if geom.is_empty:
             raise InvalidRegionError(f"The {gtype} is empty.")
@@ -161,7 +164,7 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> Region:
         raise InvalidRegionError("The region has zero area.")
     if not isinstance(merged, (Polygon, MultiPolygon)):
         raise InvalidRegionError("The region does not form a polygon.")
-    return Region(merged)
+    return _with_area(Region(merged), "The region")
 
 
 def load_aoi(path: str | Path) -> Region:
@@ -252,7 +255,10 @@ def _collect_geometries(obj: dict[str, Any]) -> list[dict[str, Any]]:
             raise InvalidRegionError("The Feature's 'geometry' is not a GeoJSON geometry.")
         return _collect_geometries(geom)
     if kind == "GeometryCollection":
-        return [g for sub in obj.get("geometries", []) for g in _collect_geometries(sub)]
+        members = obj.get("geometries")
+        if not isinstance(members, list) or not all(isinstance(g, dict) for g in members):
+            raise InvalidRegionError("The GeometryCollection has no 'geometries' list of objects.")
+        return [g for sub in members for g in _collect_geometries(sub)]
     if kind in _AREAL or kind in ("Point", "MultiPoint", "LineString", "MultiLineString"):
         if "coordinates" not in obj:
             raise InvalidRegionError(f"The {kind} has no 'coordinates'.")
@@ -276,7 +282,8 @@ def _coords(geom: BaseGeometry) -> list[tuple[float, float]]:
     polys = geom.geoms if isinstance(geom, MultiPolygon) else [geom]
     out: list[tuple[float, float]] = []
     for p in polys:
-        out.extend((float(x), float(y)) for x, y, *_ in p.exterior.coords)
+        for ring in (p.exterior, *p.interiors):
+            out.extend((float(x), float(y)) for x, y, *_ in ring.coords)
     return out
 
 
@@ -291,6 +298,31 @@ def _check_lonlat_range(points: list[tuple[float, float]], *, what: str) -> None
             raise InvalidRegionError(
                 f"The {what} has a coordinate ({lon:g}, {lat:g}) outside lon/lat range.{hint}"
             )
+
+
+def parse_point(text: str) -> tuple[float, float]:
+    """Parse ``"LON,LAT"`` (degrees) into a lon/lat pair.
+
+    Raises:
+        InvalidRegionError: not two finite numbers, or outside lon/lat range.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        lon, lat = (float(p) for p in parts)
+    except ValueError:
+        raise InvalidRegionError(
+            f"A point is LON,LAT (two numbers in degrees, e.g. -75.64,37.65), not '{text}'.",
+            title="Invalid point",
+        ) from None
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise InvalidRegionError(
+            f"The point '{text}' contains a non-finite number.", title="Invalid point"
+        )
+    try:
+        _check_lonlat_range([(lon, lat)], what="point")
+    except InvalidRegionError as e:
+        raise InvalidRegionError(e.message, title="Invalid point") from None
+    return lon, lat
 
 
 def point_region(lon: float, lat: float, half_size_m: float) -> Region:
@@ -308,4 +340,22 @@ def point_region(lon: float, lat: float, half_size_m: float) -> Region:
     lon_e, _, _ = _GEOD.fwd(lon, lat, 90.0, half_size_m)
     _, lat_s, _ = _GEOD.fwd(lon, lat, 180.0, half_size_m)
     _, lat_n, _ = _GEOD.fwd(lon, lat, 0.0, half_size_m)
-    return Region(box(lon_w, max(lat_s, -90.0), lon_e, min(lat_n, 90.0)))
+    w, s, e, n = lon_w, max(lat_s, -90.0), lon_e, min(lat_n, 90.0)
+    if not (w < e and s < n):
+        raise InvalidRegionError(
+            f"A square of {2 * half_size_m:g} m around ({lon:g}, {lat:g}) is too small or too "
+            "close to a pole to be a region."
+        )
+    return _with_area(Region(box(w, s, e, n)), f"The square around ({lon:g}, {lat:g})")
+
+
+#: Smallest region accepted, km² (1 m²): below it, areas are rounding noise.
+MIN_REGION_KM2 = 1e-6
+
+
+def _with_area(region: Region, what: str) -> Region:
+    if not region.geometry.is_valid or region.area_km2 < MIN_REGION_KM2:
+        raise InvalidRegionError(
+            f"{what} covers less than 1 m²: give a region of at least one pixel (10 m)."
+        )
+    return region

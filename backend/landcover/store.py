@@ -85,7 +85,7 @@ def list_heads(
 ) -> list[LandCoverHead]:
     """User-fitted heads (newest first), then bundled ones, optionally for one model."""
     heads: list[LandCoverHead] = []
-    if cache is not None and ensure_tables(cache):
+    if cache is not None and cache.has_table("landcover_heads"):  # listing creates nothing
         with cache.cursor() as cur:
             rows = cur.execute(
                 "SELECT info, params FROM landcover_heads "

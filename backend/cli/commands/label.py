@@ -69,15 +69,10 @@ def register(sub: Any) -> None:
 
 def _selection(args: argparse.Namespace) -> TileSelection:
     """The tiles ``--tile``, ``--point``, ``--bbox``/``--aoi`` name (``--model``: its tiles)."""
+    from backend.imagery.regions import parse_point
     from backend.service import TileSelection
 
-    points = []
-    for text in args.point:
-        try:
-            lon, lat = (float(v) for v in text.split(","))
-        except ValueError:
-            raise invalid(f"--point takes LON,LAT (e.g. -75.64,37.65), not '{text}'.") from None
-        points.append((lon, lat))
+    points = [parse_point(text) for text in args.point]
     region = region_of(args)
     if not (args.tile or points or region):
         raise invalid("Name the tiles: --tile ID, --point LON,LAT, --bbox W,S,E,N or --aoi FILE.")

@@ -53,13 +53,9 @@ def register(sub: Any) -> None:
 
 
 def _parse_point(text: str) -> tuple[float, float]:
-    try:
-        lon, lat = (float(v) for v in text.split(","))
-    except ValueError:
-        raise invalid(f"--point takes LON,LAT (two numbers), not '{text}'.") from None
-    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-        raise invalid(f"--point {text} is not a lon/lat position.")
-    return lon, lat
+    from backend.imagery.regions import parse_point
+
+    return parse_point(text)
 
 
 def _search(args: argparse.Namespace) -> int:
