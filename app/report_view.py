@@ -111,7 +111,7 @@ def report_files(
     versions = labelled_classes()
     chosen = tuple((n, versions.get(n, "")) for n in class_names)
     html = report_html(key, region_wkt, chosen, result)
-    stem = export_name("areas_csv", result).removesuffix("_areas_csv.csv")
+    stem = export_name("areas_csv", result).removesuffix("_areas.csv")
     files = [ReportFile("Report (HTML)", f"{stem}_report.html", HTML_MIME, html.encode())]
     for kind, spec in LANDCOVER_EXPORTS.items():
         data = export_bytes(kind, key, result)

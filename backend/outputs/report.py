@@ -301,10 +301,15 @@ def report_maps(source: SceneSource, region: Region, result: LandCoverResult) ->
 
 # --- exports -----------------------------------------------------------------------------------
 def export_name(kind: ExportKind, result: LandCoverResult) -> str:
-    """A file name for an export: source, model and kind (e.g. ``virginia_test-vit_tiles.csv``)."""
+    """A file name for an export: source, model and what it holds, then the format's suffix.
+
+    E.g. ``softmap_virginia_test-vit_areas.csv``: the kind's format part (``_csv``) is left out,
+    the suffix says it (``tiles_geojson`` and ``tiles_geoparquet`` differ by suffix).
+    """
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", result.source.id.split("/")[-1])
     model = re.sub(r"[^A-Za-z0-9._-]+", "-", str(result.head["model_id"]))
-    return f"softmap_{stem}_{model}_{kind}{EXPORTS[kind].suffix}"
+    what = kind.rsplit("_", 1)[0]
+    return f"softmap_{stem}_{model}_{what}{EXPORTS[kind].suffix}"
 
 
 def tile_columns(result: LandCoverResult) -> dict[str, Any]:
