@@ -28,6 +28,8 @@ from backend.models.inference import EmbeddingEngine, Progress
 from backend.settings import Settings
 from backend.store.cache import EmbeddingCache
 
+from .conftest import VIRGINIA_SMALL_BBOX
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'softmap[ray]')")
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'softmap[ray]')")
 psutil = pytest.importorskip("psutil")
@@ -64,7 +66,7 @@ def _rows_per_tile(db: Path) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def test_two_sources_through_ray_equal_the_local_path_and_a_rerun_computes_nothing(
+def test_two_sources_through_ray_equal_the_local_path_resume_and_rerun_nothing(
     virginia: SceneSource, small_region: Region, tmp_path: Path
 ) -> None:
     # A second source on the same imagery under another id: one job plans and embeds both.
@@ -78,20 +80,39 @@ def test_two_sources_through_ray_equal_the_local_path_and_a_rerun_computes_nothi
                          engine=EmbeddingEngine(model, device="cpu", batch_size=4))
             for s in (virginia, twin)
         ]  # fmt: skip
+
+    def interrupt_after_the_first_batch(p: Progress) -> None:
+        if p.done:
+            raise KeyboardInterrupt
+
     seen: list[Progress] = []
     with EmbeddingCache(ray_db) as cache:
+        with pytest.raises(KeyboardInterrupt):
+            embed_distributed(
+                small_region,
+                [virginia, twin],
+                model,
+                cache,
+                options=OPTIONS,
+                settings=settings,
+                progress=interrupt_after_the_first_batch,
+            )
+        kept = sum(len(cache.embeddings(s)[0]) for s in cache.embedding_sets())
         first = embed_distributed(small_region, [virginia, twin], model, cache, options=OPTIONS,
                                   settings=settings, progress=seen.append)  # fmt: skip
         again = embed_distributed(small_region, [virginia, twin], model, cache, options=OPTIONS,
                                   settings=settings)  # fmt: skip
         runs = cache.runs()
+    # The interrupted job kept its finished batch; the resumed one computed only the rest.
+    assert 4 <= kept < 32
+    assert first.computed == 32 - kept and sum(r.cached for r in first.runs) == kept
     for mine, theirs in zip(first.runs, local, strict=True):
         assert mine.tile_ids == theirs.tile_ids and mine.tiles == theirs.tiles == 16
         assert mine.preprocessing_hash == theirs.preprocessing_hash
-        assert (mine.computed, mine.cached, mine.skipped) == (16, 0, 0)
+        assert mine.computed + mine.cached == 16 and mine.skipped == 0
         assert mine.device == "ray (2 x 1 CPU thread)"
-    assert first.computed == 32 and first.workers == 2
-    assert seen[0] == Progress(0, 32, 0.0, 2, 0) and seen[-1].done == seen[-1].total == 32
+    assert first.workers == 2 and seen[0] == Progress(0, 32 - kept, 0.0, 2, 0)
+    assert seen[-1].done == seen[-1].total == 32 - kept
     assert all(p.workers == 2 and p.workers_busy is not None for p in seen)
     # Same tile ids, embeddings within 1e-5.
     ours, reference = _all_embeddings(ray_db), _all_embeddings(local_db)
@@ -99,10 +120,11 @@ def test_two_sources_through_ray_equal_the_local_path_and_a_rerun_computes_nothi
     for key, (ids, vectors) in reference.items():
         assert ours[key][0] == ids and len(ids) == 32
         np.testing.assert_allclose(ours[key][1], vectors, rtol=1e-5, atol=1e-5)
-    # A re-run computes nothing and is recorded like a local one.
+    # A re-run computes nothing; every run is recorded like a local one.
     assert again.computed == 0 and [r.cached for r in again.runs] == [16, 16]
-    assert [r["status"] for r in runs] == ["completed"] * 4
-    assert sorted(r["computed"] for r in runs) == [0, 0, 16, 16]
+    statuses = sorted(r["status"] for r in runs)
+    assert statuses == ["completed"] * 4 + ["interrupted"] * 2
+    assert sum(r["computed"] for r in runs if r["status"] == "interrupted") == kept
     assert {json.loads(r["params"])["precision"] for r in runs} == {"fp32"}
 
 
@@ -225,3 +247,42 @@ def test_a_bad_region_is_refused_before_joining_a_cluster(
     with EmbeddingCache(tmp_path / "c.duckdb") as cache, pytest.raises(RegionOutsideSourceError):
         embed_region(parse_bbox("12.6,52.48,12.63,52.49"), virginia, model, cache,
                      settings=_settings(tmp_path), engine=RayEmbeddingEngine(model))  # fmt: skip
+
+
+def test_cli_embeds_on_the_test_cluster_with_a_progress_bar_showing_workers(
+    venv_bin: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    address = ray.get_runtime_context().gcs_address
+    db = tmp_path / "cli.duckdb"
+    args = [str(venv_bin / "softmap"), "embed", "--source", "demo/virginia,auto",
+            f"--bbox={VIRGINIA_SMALL_BBOX}", "--model", "test-vit", "--db", str(db),
+            "--ray", address, "--ray-actors", "1", "--batch-size", "8", "--json"]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SOFTMAP_OFFLINE": "1"}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "There is no source 'auto'" in done.stderr  # `auto` stands alone, not in a list
+    args[3] = "auto"
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["sources"] == ["demo/virginia"] and out["computed"] == 16
+    assert out["device"] == "ray (1 x 2 CPU threads)" and out["workers"] == 1
+    assert "workers busy" in done.stderr and "16/16" in done.stderr
+
+
+def test_cli_without_ray_says_how_to_install_it_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from backend.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code = main(["embed", "--source", "demo/virginia", f"--bbox={VIRGINIA_SMALL_BBOX}",
+                 "--model", "test-vit", "--db", str(tmp_path / "c.duckdb"), "--ray"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        "softmap: Ray not installed: --ray needs Ray Data, which is not installed here: "
+        "pip install 'softmap[ray]'.\n"
+    )

@@ -33,6 +33,7 @@ from backend.embedding.ray_cluster import (
     TileJob,
     connect,
     plan_cluster,
+    require_ray,
     run_cluster_job,
     user_error,
 )
@@ -42,7 +43,13 @@ from backend.imagery.regions import Region, validate_region
 from backend.imagery.sources import SceneSource, SourceCatalog
 from backend.imagery.tiling import Tile
 from backend.models import EmbeddingModel
-from backend.models.inference import BatchCallback, EmbeddingEngine, Progress, ProgressCallback
+from backend.models.inference import (
+    BatchCallback,
+    EmbeddingEngine,
+    Precision,
+    Progress,
+    ProgressCallback,
+)
 from backend.settings import Settings, get_settings
 from backend.store.cache import EmbeddingCache
 
@@ -116,8 +123,9 @@ class RayEmbeddingEngine(EmbeddingEngine):
         super().__init__(model, device="cpu", batch_size=self.options.batch_size, readers=0)
         self._cluster: ClusterPlan | None = None
         self._ray: Any = None
-        if self.options.precision != "auto":
-            self.precision = self.options.precision
+        # "auto" until the cluster is joined (bf16 on GPU replicas, fp32 on CPU ones); the
+        # driver's own forward() treats it as fp32, as the local engine does on a CPU.
+        self.precision = self.options.precision
 
     @property
     def cluster(self) -> ClusterPlan:
@@ -161,6 +169,33 @@ class RayEmbeddingEngine(EmbeddingEngine):
                 progress=progress,
             )
         return Progress(len(tiles), len(tiles), time.perf_counter() - start, cluster.actors, 0)
+
+
+#: ``--ray`` without an address: RAY_ADDRESS if set, else a cluster started on this machine.
+LOCAL_CLUSTER = "local"
+
+
+def ray_engine(
+    model: EmbeddingModel,
+    *,
+    address: str | None = LOCAL_CLUSTER,
+    actors: int | None = None,
+    batch_size: int = 32,
+    precision: Precision = "auto",
+) -> RayEmbeddingEngine:
+    """The engine for a ``--ray [ADDRESS]`` option; the cluster is joined when tiles are due.
+
+    Raises:
+        RayUnavailableError: Ray is not installed (one line: how to install it).
+    """
+    require_ray()  # say so before any planning, not after it
+    options = RayOptions(
+        address=None if address in (None, "", LOCAL_CLUSTER) else address,
+        actors=actors,
+        batch_size=batch_size,
+        precision=precision,
+    )
+    return RayEmbeddingEngine(model, options)
 
 
 def embed_distributed(
@@ -349,4 +384,5 @@ __all__ = [
     "covering_sources",
     "embed_distributed",
     "embed_together",
+    "ray_engine",
 ]

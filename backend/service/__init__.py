@@ -111,6 +111,14 @@ from backend.service.outputs import (
     landcover_export_name,
     report,
 )
+from backend.service.scale import (
+    EmbedSourcesRequest,
+    ParquetExportRequest,
+    attach_parquet_set,
+    embed_sources,
+    export_parquet_set,
+    list_parquet_sets,
+)
 from backend.service.search import SearchRequest, find_similar, search_scope
 from backend.service.sensors import (
     FuseOutcome,
@@ -144,6 +152,7 @@ __all__ = [
     "ClassifyRequest",
     "DataVersion",
     "EmbedRequest",
+    "EmbedSourcesRequest",
     "EngineOptions",
     "EvalRequest",
     "EvaluationOutcome",
@@ -161,6 +170,7 @@ __all__ = [
     "ModelInfo",
     "ModelMeta",
     "PairsRequest",
+    "ParquetExportRequest",
     "Progress",
     "ProgressCallback",
     "ProjectOutcome",
@@ -192,6 +202,7 @@ __all__ = [
     "Workspace",
     "add_labels",
     "add_source",
+    "attach_parquet_set",
     "class_labels",
     "class_predictions",
     "class_probability_layers",
@@ -203,9 +214,11 @@ __all__ = [
     "delete_class",
     "detect_region_change",
     "embed",
+    "embed_sources",
     "evaluate_model",
     "export",
     "export_labels",
+    "export_parquet_set",
     "find_similar",
     "fit_landcover_head",
     "fuse_region",
@@ -220,6 +233,7 @@ __all__ = [
     "list_classes",
     "list_model_infos",
     "list_pairs",
+    "list_parquet_sets",
     "list_sources",
     "map_landcover",
     "model_version",

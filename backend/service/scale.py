@@ -14,52 +14,16 @@ from pathlib import Path
 
 from pydantic import Field
 
-from backend.embedding.distributed import (
-    DistributedResult,
-    RayEmbeddingEngine,
-    covering_sources,
-    embed_together,
-)
-from backend.embedding.ray_cluster import RayOptions
+from backend.embedding.distributed import DistributedResult, covering_sources, embed_together
 from backend.imagery.regions import validate_region
-from backend.models import EmbeddingModel
 from backend.models.inference import ProgressCallback
 from backend.service.workspace import EngineOptions, RegionSpec, Request, Workspace
-from backend.settings import Settings
 from backend.store.parquet_sets import (
     ParquetSetInfo,
     attach_parquet_sets,
     parquet_sets,
     write_parquet_set,
 )
-
-#: ``--ray`` without an address: RAY_ADDRESS if set, else a cluster started on this machine.
-LOCAL = "local"
-
-
-def ray_options(options: EngineOptions, settings: Settings) -> RayOptions:
-    """The cluster options of an engine request (unset fields: the settings)."""
-    address = options.ray_address
-    return RayOptions(
-        address=None if address in (None, "", LOCAL) else address,
-        actors=options.ray_actors,
-        batch_size=options.batch_size or settings.batch_size,
-        precision=options.precision,
-    )
-
-
-def ray_engine(
-    model: EmbeddingModel, options: EngineOptions, settings: Settings
-) -> RayEmbeddingEngine:
-    """The engine for ``ray_address``: the cluster is joined when the first tiles are due.
-
-    Raises:
-        RayUnavailableError: Ray is not installed (one line: how to install it).
-    """
-    from backend.embedding.ray_cluster import require_ray
-
-    require_ray()  # say so before any planning, not after it
-    return RayEmbeddingEngine(model, ray_options(options, settings))
 
 
 class EmbedSourcesRequest(Request):
@@ -156,6 +120,4 @@ __all__ = [
     "embed_sources",
     "export_parquet_set",
     "list_parquet_sets",
-    "ray_engine",
-    "ray_options",
 ]

@@ -204,9 +204,15 @@ class Workspace:
             return self._engines[key]
         engine: EmbeddingEngine
         if opts.ray_address is not None:
-            from backend.service.scale import ray_engine
+            from backend.embedding.distributed import ray_engine
 
-            engine = ray_engine(self.model(model_id, opts.checkpoint), opts, self.settings)
+            engine = ray_engine(
+                self.model(model_id, opts.checkpoint),
+                address=opts.ray_address,
+                actors=opts.ray_actors,
+                batch_size=opts.batch_size or self.settings.batch_size,
+                precision=opts.precision,
+            )
         else:
             engine = EmbeddingEngine.from_settings(
                 self.model(model_id, opts.checkpoint),

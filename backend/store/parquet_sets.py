@@ -269,7 +269,7 @@ def attach_parquet_sets(cache: EmbeddingCache, root: str | Path) -> list[Parquet
     if not groups:
         raise NotFoundError(
             f"{base} holds no SoftMap Parquet embeddings (write them with "
-            "`softmap export parquet-set`)."
+            "`softmap parquet-sets write`)."
         )
     cache.ensure_schema("parquet_sets", _SCHEMA)
     return [_attach_one(cache, base, entries) for entries in groups.values()]
