@@ -275,3 +275,57 @@ def test_app_choices_and_cli(
     assert json.loads(capsys.readouterr().out)["model_id"] == FUSED
     assert main([*args[:-2], "--s1-weight", "2", "--db", str(db)]) == 2
     assert "--s1-weight" in capsys.readouterr().err
+
+
+def _moved_copy(folder: Path, dest: Path, dx_px: int) -> Path:
+    dest.mkdir()
+    for pol in ("VV", "VH"):
+        with rasterio.open(folder / f"{folder.name}_{pol}.tif") as ds:
+            profile, data = ds.profile, ds.read()
+        profile["transform"] = ds.transform @ Affine.translation(dx_px, 0)
+        with rasterio.open(dest / f"moved_{pol}.tif", "w", **profile) as out:
+            out.write(data)
+    return dest
+
+
+def test_an_s2_tile_over_two_radar_tiles_takes_both_by_share(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Radar 200 m east: S2 tile col 1 lies 36 % on S1 col 0 and 64 % on S1 col 1."""
+    folder = sorted((shared_data / "bigearthnet_s1_examples").glob("*33UUP_87_48"))[0]
+    moved = _moved_copy(folder, tmp_path / "S1A_moved_20170613", 20)
+    s2 = shared_data / "bigearthnet_s2_examples" / "S2A_MSIL2A_20170613T101031_87_48"
+    ws = _ws(tmp_path / "parts.duckdb")
+    add_source(ws, AddSourceRequest(path=s2, source_id="s2/austria"))
+    add_source(ws, AddSourceRequest(path=moved, source_id="s1/moved"))
+    out = fuse_region(
+        ws, FuseRequest(source="s2/austria", s2_model=S2_MODEL, s1_model=S1_MODEL, chip=CHIP)
+    )
+    assert (out.fusion.count("both"), out.fusion.count("s2"), out.fusion.count("s1")) == (4, 0, 0)
+    m = tile_coverage(ws, FUSED)["s2/austria/56/56/0_1"]
+    assert [t for t, _ in m.s1_parts] == ["s1/moved/56/56/0_1", "s1/moved/56/56/0_0"]
+    np.testing.assert_allclose([sh for _, sh in m.s1_parts], [36 / 56, 20 / 56], atol=1e-4)
+    assert m.s1_tile_id == "s1/moved/56/56/0_1" and m.overlap == pytest.approx(1.0, abs=1e-4)
+    with EmbeddingCache(ws.db_path, read_only=True) as cache:
+        fused, s2v, s1v = (_unit_set(cache, x) for x in (FUSED, S2_MODEL, S1_MODEL))
+    mix = (36 / 56) * s1v["s1/moved/56/56/0_1"] + (20 / 56) * s1v["s1/moved/56/56/0_0"]
+    expected = np.concatenate(
+        [np.sqrt(0.5) * s2v["s2/austria/56/56/0_1"], np.sqrt(0.5) * mix / np.linalg.norm(mix)]
+    )
+    np.testing.assert_allclose(fused["s2/austria/56/56/0_1"], expected, atol=1e-5)
+
+
+def test_models_with_other_chip_sizes_fuse(shared_data: Path, tmp_path: Path) -> None:
+    """56 px S2 tiles under one 112 px S1 tile: each takes that tile (covers all of it)."""
+    s2 = shared_data / "bigearthnet_s2_examples" / "S2A_MSIL2A_20170613T101031_87_48"
+    s1 = sorted((shared_data / "bigearthnet_s1_examples").glob("*33UUP_87_48"))[0]
+    ws = _ws(tmp_path / "chips.duckdb")
+    add_source(ws, AddSourceRequest(path=s2, source_id="s2/austria"))
+    add_source(ws, AddSourceRequest(path=s1, source_id="s1/austria"))
+    req = FuseRequest(source="s2/austria", s2_model=S2_MODEL, s1_model=S1_MODEL, chip=CHIP,
+                      s1_chip=112)  # fmt: skip
+    out = fuse_region(ws, req)
+    assert (len(out.fusion.matches), out.fusion.count("both")) == (4, 4)
+    cov = tile_coverage(ws, FUSED)
+    assert {m.s1_tile_id for m in cov.values()} == {"s1/austria/112/112/0_0"}
+    assert all(m.overlap == pytest.approx(1.0, abs=1e-4) for m in cov.values())

@@ -22,9 +22,12 @@ cosine, and an S2-only tile has cosine 0 with an S1-only tile: with nothing seen
 nothing is claimed.
 
 Matching: fused tiles are the S2 tiles (their ids, so the S2 grid is the reference) plus the S1
-tiles that no S2 tile covers. An S2 tile is matched to the S1 tile of a paired source (see
-:mod:`backend.imagery.pairing`) that covers the largest share of it, at least
-:data:`MIN_TILE_OVERLAP`; among equal overlaps the source closest in time wins. An S1 tile is
+tiles that no S2 tile covers. An S2 tile takes its S1 half from a paired source (see
+:mod:`backend.imagery.pairing`) whose tiles cover at least :data:`MIN_TILE_OVERLAP` of it (the
+source closest in time, then the one covering most): the mean of the unit vectors of that
+source's tiles under it, each weighted by the share of the S2 tile it covers. On one grid that
+is the one S1 tile in the same place; with other chip sizes or grids (64 px S2 tiles, 224 px S1
+tiles, a radar scene on its own grid) it is the radar seen over the S2 tile. An S1 tile is
 S1-only when S2 tiles of the set cover less than half of it. Both sets must be computed first
 (:func:`backend.embedding.pipeline.embed_region`); :func:`fuse_embeddings` only combines them.
 """
@@ -54,15 +57,18 @@ Coverage = Literal["both", "s2", "s1"]
 DEFAULT_S1_WEIGHT = 0.5
 #: Share of an S2 tile an S1 tile must cover to be its partner.
 MIN_TILE_OVERLAP = 0.5
+#: S1 tiles covering less of an S2 tile are left out (shared edges give slivers in lon/lat).
+MIN_PART_SHARE = 0.01
 #: Bumped when the combination changes, so old fused vectors are never reused.
-FUSION_VERSION = 1
+FUSION_VERSION = 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS fused_tiles (
     set_id INTEGER NOT NULL, tile_id TEXT NOT NULL, coverage TEXT NOT NULL,
-    s2_tile_id TEXT, s1_tile_id TEXT, overlap DOUBLE, days_apart INTEGER,
+    s2_tile_id TEXT, s1_tile_id TEXT, overlap DOUBLE, days_apart INTEGER, s1_parts TEXT,
     PRIMARY KEY (set_id, tile_id)
 );
+ALTER TABLE fused_tiles ADD COLUMN IF NOT EXISTS s1_parts TEXT;
 """
 
 
@@ -127,8 +133,10 @@ class TileMatch:
     coverage: Coverage
     s2_tile_id: str | None
     s1_tile_id: str | None
-    overlap: float | None  # share of the S2 tile the S1 tile covers
+    overlap: float | None  # share of the S2 tile its S1 tiles cover (at most 1)
     days_apart: int | None
+    #: Every S1 tile of the chosen source under the S2 tile, with the share of it each covers.
+    s1_parts: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,23 +244,31 @@ def match_tiles(
     out: list[TileMatch] = []
     if len(f2):
         pairs = tree.query(f2, predicate="intersects") if len(f1) else np.zeros((2, 0), int)
-        best: dict[int, tuple[tuple[float, int, int], float]] = {}
+        # S2 tile → S1 source → [(S1 tile, share of the S2 tile it covers)]
+        parts: dict[int, dict[str, list[tuple[int, float]]]] = {}
         for i2, i1 in zip(pairs[0].tolist(), pairs[1].tolist(), strict=True):
-            key = (str(s2_tiles[i2]["source_id"]), str(s1_tiles[i1]["source_id"]))
-            if key not in days_apart:
+            s1_source = str(s1_tiles[i1]["source_id"])
+            if (str(s2_tiles[i2]["source_id"]), s1_source) not in days_apart:
                 continue
             share = float(shapely.area(shapely.intersection(f2[i2], f1[i1])) / f2[i2].area)
-            # Largest overlap first (to 0.1 %), then the acquisition closest in time.
-            rank = (round(share, 3), -days_apart[key], i1)
-            if share >= min_overlap and (i2 not in best or rank > best[i2][0]):
-                best[i2] = (rank, share)
+            if share >= MIN_PART_SHARE:
+                parts.setdefault(i2, {}).setdefault(s1_source, []).append((i1, share))
         for i2, t2 in enumerate(s2_tiles):
-            if i2 in best:
-                (_, neg_days, i1), share = best[i2]
-                s1_id = s1_tiles[i1]["tile_id"]
-                out.append(TileMatch(t2["tile_id"], "both", t2["tile_id"], s1_id, share, -neg_days))
-            else:
+            s2_source = str(t2["source_id"])
+            # Among S1 sources covering enough of the tile: the closest in time, then the most.
+            options = [
+                (days_apart[(s2_source, src)], -min(1.0, sum(sh for _, sh in got)), src)
+                for src, got in parts.get(i2, {}).items()
+                if min(1.0, sum(sh for _, sh in got)) >= min_overlap
+            ]
+            if not options:
                 out.append(TileMatch(t2["tile_id"], "s2", t2["tile_id"], None, None, None))
+                continue
+            days, neg_total, src = min(options)
+            got = sorted(parts[i2][src], key=lambda x: (-x[1], x[0]))
+            share_of = tuple((str(s1_tiles[i1]["tile_id"]), sh) for i1, sh in got)
+            out.append(TileMatch(t2["tile_id"], "both", t2["tile_id"], share_of[0][0],
+                                 -neg_total, days, share_of))  # fmt: skip
     if len(f1):
         covered = np.zeros(len(f1))
         if len(f2):
@@ -303,12 +319,18 @@ def fuse_embeddings(
     row1 = {t: i for i, t in enumerate(s1_ids)}
     d2, d1 = s2_set.dim, s1_set.dim
     vectors = np.zeros((len(matches), d2 + d1), dtype=np.float32)
+    u1 = _unit(v1) if len(v1) else v1
     for coverage in ("both", "s2", "s1"):
         idx = [i for i, m in enumerate(matches) if m.coverage == coverage]
         if not idx:
             continue
         a = v2[[row2[matches[i].s2_tile_id] for i in idx]] if coverage != "s1" else None  # type: ignore[index]
-        b = v1[[row1[matches[i].s1_tile_id] for i in idx]] if coverage != "s2" else None  # type: ignore[index]
+        b = None
+        if coverage == "s1":
+            b = v1[[row1[matches[i].s1_tile_id] for i in idx]]  # type: ignore[index]
+        elif coverage == "both":
+            # The S1 tiles under the S2 tile, weighted by the share of it each covers.
+            b = np.stack([_s1_under(matches[i], u1, row1) for i in idx])
         vectors[idx] = fuse_vectors(a, b, spec.s1_weight, s2_dim=d2, s1_dim=d1)
     prep_hash = spec.preprocessing_hash(s2_set.preprocessing_hash, s1_set.preprocessing_hash)
     preprocessing = spec.preprocessing(s2_set.preprocessing_hash, s1_set.preprocessing_hash)
@@ -326,6 +348,16 @@ def fuse_embeddings(
         matches=tuple(matches),
         seconds=time.perf_counter() - start,
     )
+
+
+def _s1_under(
+    m: TileMatch, u1: NDArray[np.float32], row1: Mapping[str, int]
+) -> NDArray[np.float32]:
+    parts = m.s1_parts or (((m.s1_tile_id or ""), 1.0),)
+    out = np.zeros(u1.shape[1], dtype=np.float32)
+    for tile_id, share in parts:
+        out += np.float32(share) * u1[row1[tile_id]]
+    return out
 
 
 def _write(
@@ -355,6 +387,10 @@ def _write(
             "s1_tile_id": pa.array([m.s1_tile_id for m in matches], type=pa.string()),
             "overlap": pa.array([m.overlap for m in matches], type=pa.float64()),
             "days_apart": pa.array([m.days_apart for m in matches], type=pa.int32()),
+            "s1_parts": pa.array(
+                [json.dumps(m.s1_parts) if m.s1_parts else None for m in matches],
+                type=pa.string(),
+            ),
         }
     )
     with cache.transaction() as cur:
@@ -370,7 +406,7 @@ def _write(
             "DELETE FROM fused_tiles WHERE set_id = ? AND tile_id IN (SELECT tile_id FROM _marks)",
             [eset.set_id],
         )
-        cur.execute("INSERT INTO fused_tiles SELECT * FROM _marks")
+        cur.execute("INSERT INTO fused_tiles BY NAME SELECT * FROM _marks")
         cur.unregister("_fused")
         cur.unregister("_marks")
 
@@ -382,8 +418,8 @@ def fused_coverage(
     if not cache.has_table("fused_tiles"):
         return {}
     sql = (
-        "SELECT tile_id, coverage, s2_tile_id, s1_tile_id, overlap, days_apart FROM fused_tiles "
-        "WHERE set_id = ?"
+        "SELECT tile_id, coverage, s2_tile_id, s1_tile_id, overlap, days_apart, s1_parts "
+        "FROM fused_tiles WHERE set_id = ?"
     )
     params: list[object] = [eset.set_id]
     if tile_ids is not None:
@@ -391,7 +427,11 @@ def fused_coverage(
         params.append(list(tile_ids))
     with cache.cursor() as cur:
         rows = cur.execute(sql, params).fetchall()
-    return {r[0]: TileMatch(*r) for r in rows}
+    out = {}
+    for r in rows:
+        parts = tuple((str(t), float(sh)) for t, sh in json.loads(r[6])) if r[6] else ()
+        out[r[0]] = TileMatch(r[0], r[1], r[2], r[3], r[4], r[5], parts)
+    return out
 
 
 def coverage_counts(matches: Mapping[str, TileMatch]) -> dict[str, int]:

@@ -101,7 +101,8 @@ class FuseRequest(Request):
     s1_weight: float = Field(default=DEFAULT_S1_WEIGHT, ge=0, le=1, description="S1 share")
     window_days: int = Field(default=DEFAULT_WINDOW_DAYS, ge=0, description="pairing window")
     min_tile_overlap: float = Field(default=MIN_TILE_OVERLAP, gt=0, le=1)
-    chip: int | None = Field(default=None, ge=8, description="tile size for both models")
+    chip: int | None = Field(default=None, ge=8, description="tile size (default: each model's)")
+    s1_chip: int | None = Field(default=None, ge=8, description="S1 tile size (default: chip)")
     engine: EngineOptions = EngineOptions()
     s1_engine: EngineOptions | None = Field(default=None, description="default: as engine")
 
@@ -224,7 +225,8 @@ def fuse_region(
     s1_engine = ws.engine(req.s1_model, req.s1_engine or req.engine)
     with ws.cache() as cache:
         s2_runs = _embed_all(ws, cache, region, s2_sources, s2_engine, req.chip, progress)
-        s1_runs = _embed_all(ws, cache, region, s1_sources, s1_engine, req.chip, progress)
+        s1_chip = req.s1_chip or req.chip
+        s1_runs = _embed_all(ws, cache, region, s1_sources, s1_engine, s1_chip, progress)
         s2_set = _one_set(cache, req.s2_model, s2_runs)
         s1_set = _one_set(cache, req.s1_model, s1_runs)
         fusion = fuse_embeddings(

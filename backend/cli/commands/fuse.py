@@ -43,6 +43,7 @@ def register(sub: Any) -> None:
     f.add_argument("--min-tile-overlap", type=float, default=0.5,
                    help="share of an S2 tile its S1 partner must cover (default 0.5)")  # fmt: skip
     f.add_argument("--chip", type=int, help="tile size for both models (default: each model's)")
+    f.add_argument("--s1-chip", type=int, help="S1 tile size when it differs (default: --chip)")
     add_engine_options(f)
     add_db_option(f)
     add_json_option(f)
@@ -62,6 +63,7 @@ def _fuse(args: argparse.Namespace) -> int:
         window_days=args.window_days,
         min_tile_overlap=args.min_tile_overlap,
         chip=args.chip,
+        s1_chip=args.s1_chip,
         engine=engine_options(args),
     )
     with ProgressBar(disable=args.quiet or args.json) as bar:
