@@ -422,6 +422,22 @@ class EmbeddingCache:
         value = json.loads(row[0])
         return value if isinstance(value, dict) and value else None
 
+    def set_precisions(self, eset: EmbeddingSet) -> dict[str, int]:
+        """How many of a set's embeddings each numeric precision computed (from their runs).
+
+        fp32 (CPU) and bf16 autocast (CUDA) vectors of one tile differ by ``1 - cos`` ≈ 1e-6
+        (``bench/bench_precision.py``), far below the gaps search resolves, so both share one
+        set and the precision is provenance, not part of the key. ``unknown`` counts vectors
+        whose run did not record it.
+        """
+        with self.cursor() as cur:
+            rows = cur.execute(
+                f"""SELECT coalesce(json_extract_string(r.params, '$.precision'), 'unknown'),
+                    count(*) FROM {eset.table_name} e LEFT JOIN runs r USING (run_id)
+                GROUP BY ALL ORDER BY 1"""
+            ).fetchall()
+        return {str(p): int(n) for p, n in rows}
+
     def embedding_sets(self) -> list[EmbeddingSet]:
         with self.cursor() as cur:
             rows = cur.execute(
