@@ -1,6 +1,9 @@
 # SoftMap with GPU support: the Streamlit app on 0.0.0.0:8501, the DuckDB cache on a volume.
 #   docker build -t softmap .
 #   docker run --gpus all -p 8501:8501 -v softmap-data:/data softmap
+# Or the HTTP service (docs/service.md) on the GPU host, token required off loopback:
+#   docker run --gpus all -p 8600:8600 -v softmap-data:/data -e SOFTMAP_SERVER_TOKEN=… \
+#     softmap softmap serve --host 0.0.0.0
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 # The PyTorch wheel index matching the base image's CUDA (cu128: CUDA 12.8).
@@ -30,7 +33,7 @@ RUN grep -v '^torch==' constraints.txt > /tmp/constraints-gpu.txt \
     && pip install --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION" \
     && mkdir -p backend app \
     && touch backend/__init__.py app/__init__.py \
-    && pip install -c /tmp/constraints-gpu.txt ".[app,online]" \
+    && pip install -c /tmp/constraints-gpu.txt ".[app,online,server]" \
     && pip uninstall -y softmap
 
 COPY backend/ backend/
@@ -47,7 +50,7 @@ USER 10001
 ENV SOFTMAP_DB_PATH=/data/softmap.duckdb \
     SOFTMAP_MODELS_DIR=/app/models
 VOLUME ["/data"]
-EXPOSE 8501
+EXPOSE 8501 8600
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["curl", "--fail", "--silent", "http://127.0.0.1:8501/_stcore/health"]

@@ -3,15 +3,17 @@ of derived results (``st.cache_data``).
 
 DuckDB lets one process write a database file at a time. The app process opens the cache once
 (:func:`cache`) and every session shares that connection (each operation takes its own cursor),
-so while the app runs the ``softmap`` CLI cannot write to the same file: stop the app, or give
-the CLI another ``--db``. If another process already holds the file, :func:`cache` raises
-``CacheLockedError`` naming it, and the app shows that instead of the cache.
+so the app also serves that workspace on a loopback port (see :func:`_serve`): ``softmap runs``,
+``embed`` and ``search`` on the same file go through the app; other commands still need the
+file (stop the app, or give them another ``--db``). If another process already holds the file,
+:func:`cache` raises ``CacheLockedError`` naming it, and the app shows that instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -40,13 +42,33 @@ def catalog() -> SourceCatalog:
     return workspace().catalog()
 
 
+#: The loopback HTTP service of each open workspace (see :func:`_serve`), by ``id``.
+_SERVICES: dict[int, Any] = {}
+
+
 def _close_workspace(ws: Workspace) -> None:
+    running = _SERVICES.pop(id(ws), None)
+    if running is not None:
+        running.stop()
     ws.close()
 
 
 @st.cache_resource(show_spinner=False, max_entries=2, on_release=_close_workspace)
 def _workspace(path: str) -> Workspace:
-    return Workspace(db_path=path, keep_open=True)
+    ws = Workspace(db_path=path, keep_open=True)
+    _SERVICES[id(ws)] = _serve(ws)
+    return ws
+
+
+def _serve(ws: Workspace) -> Any:
+    """Serve the workspace on loopback, so `softmap runs/embed/search` on the same cache go
+    through the app instead of failing on its lock (a locator file next to the cache tells
+    them where). Off with ``SOFTMAP_APP_SERVICE=0``; skipped without the ``server`` extra."""
+    try:
+        from backend.server.run import serve_workspace
+    except ImportError:
+        return None
+    return serve_workspace(ws)
 
 
 def workspace() -> Workspace:

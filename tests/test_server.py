@@ -318,7 +318,8 @@ def test_upload_geojson_then_embed_it(client: TestClient, embedded: dict[str, An
     assert_error(client.put("/files/uploads/bad.geojson", content=json.dumps(bad)), 422)
     assert "uploads/bad.geojson" not in {f["path"] for f in client.get("/files").json()["files"]}
     missing = {**body, "region": {"path": "uploads/none.geojson"}}
-    assert_error(client.post("/embed", json=missing), 400, "File not found")
+    assert_error(client.post("/embed", json=missing), 404, "File not found")
+    assert_error(client.get("/files/outputs/none.tif"), 404, "File not found")
 
 
 @pytest.mark.parametrize(

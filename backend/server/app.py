@@ -24,6 +24,7 @@ from backend.server.schemas import ErrorBody
 from backend.server.security import BodyLimitMiddleware
 from backend.server.state import ServiceState
 from backend.server.work import job_types
+from backend.service import Workspace
 from backend.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -42,7 +43,11 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def create_app(
-    config: ServerConfig | None = None, settings: Settings | None = None, *, url: str | None = None
+    config: ServerConfig | None = None,
+    settings: Settings | None = None,
+    *,
+    url: str | None = None,
+    workspace: Workspace | None = None,
 ) -> FastAPI:
     """The SoftMap HTTP API.
 
@@ -50,9 +55,10 @@ def create_app(
         config: how the service runs (default: ``SOFTMAP_SERVER_*``).
         settings: SoftMap's settings (default: ``SOFTMAP_*``).
         url: where clients reach it; when given, the locator file is written next to the cache.
+        workspace: a workspace to share (the app's, ``keep_open``); default: the service's own.
     """
     config = config or ServerConfig()
-    state = ServiceState(config, settings)
+    state = ServiceState(config, settings, workspace)
     state.url = url
 
     @asynccontextmanager

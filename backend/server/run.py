@@ -15,6 +15,7 @@ import uvicorn
 from backend.server.app import create_app
 from backend.server.config import ServerConfig
 from backend.server.security import check_bind
+from backend.service import Workspace
 from backend.settings import Settings
 
 
@@ -61,9 +62,12 @@ class Running:
 
 
 def _uvicorn(
-    config: ServerConfig, settings: Settings | None, sock: socket.socket
+    config: ServerConfig,
+    settings: Settings | None,
+    sock: socket.socket,
+    workspace: Workspace | None = None,
 ) -> uvicorn.Server:
-    app = create_app(config, settings, url=url_of(config.host, sock))
+    app = create_app(config, settings, url=url_of(config.host, sock), workspace=workspace)
     uv = uvicorn.Config(
         app,
         log_level="info",
@@ -101,16 +105,23 @@ def serve(config: ServerConfig, settings: Settings | None = None) -> None:
         )
 
 
-def start_in_thread(config: ServerConfig, settings: Settings | None = None) -> Running:
+def start_in_thread(
+    config: ServerConfig, settings: Settings | None = None, workspace: Workspace | None = None
+) -> Running:
     """Start the service in a background thread of this process (the app, tests).
 
+    With ``workspace`` the service shares it (its connection, models and catalogue) instead of
+    opening the cache itself: that is how the app, which holds the file, lets the CLI in.
     Returns once it accepts requests.
+
+    Raises:
+        SoftMapError: it could not start (the port is taken, the cache is held elsewhere).
     """
     import time
 
     check_bind(config.host, config.token)
     sock = bind(config.host, config.port)
-    server = _uvicorn(config, settings, sock)
+    server = _uvicorn(config, settings, sock, workspace)
     server.config.install_signal_handlers = False  # type: ignore[attr-defined]
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="softmap-service", daemon=True
@@ -124,3 +135,30 @@ def start_in_thread(config: ServerConfig, settings: Settings | None = None) -> R
             raise SoftMapError("The service did not start.", title="Cannot start the service")
         time.sleep(0.05)
     return Running(url_of(config.host, sock), server, thread)
+
+
+def serve_workspace(workspace: Workspace) -> Running | None:
+    """Serve a process's workspace on loopback in the background (the app does this), so that
+    ``softmap`` commands on the same cache go through this process instead of failing on the
+    lock; stopped at exit. None when it cannot start (logged): the process works without it.
+
+    ``SOFTMAP_SERVER_PORT`` picks the port (default: any free one); ``SOFTMAP_APP_SERVICE=0``
+    turns it off.
+    """
+    import atexit
+    import os
+
+    from backend.errors import SoftMapError
+
+    if os.environ.get("SOFTMAP_APP_SERVICE", "1").strip().lower() in ("0", "false", "no"):
+        return None
+    base = ServerConfig()
+    port = base.port if "SOFTMAP_SERVER_PORT" in os.environ else 0
+    config = base.model_copy(update={"port": port, "db_path": workspace.db_path})
+    try:
+        running = start_in_thread(config, workspace=workspace)
+    except SoftMapError as e:
+        logging.getLogger(__name__).warning("No service for the CLI: %s", e.one_line())
+        return None
+    atexit.register(running.stop, 10.0)
+    return running

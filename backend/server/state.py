@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from backend.errors import SoftMapError
+from backend.errors import NotFoundError, SoftMapError
 from backend.imagery.regions import Region, validate_region
 from backend.imagery.sources import SceneSource, SourceCatalog, demo_catalog
 from backend.server.config import ServerConfig
@@ -63,12 +63,24 @@ OUTPUTS = "outputs"
 class ServiceState:
     """The service's resources; one per process, shared by every request thread."""
 
-    def __init__(self, config: ServerConfig, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        settings: Settings | None = None,
+        workspace: Workspace | None = None,
+    ) -> None:
         self.config = config
-        self.settings = settings or get_settings()
-        self.db_path = Path(config.db_path or self.settings.db_path).resolve()
+        if workspace is not None:  # the app's own: the service shares its connection
+            self.settings = workspace.settings
+            self.db_path = workspace.db_path.resolve()
+            self.workspace: Workspace = workspace
+        else:
+            self.settings = settings or get_settings()
+            self.db_path = Path(config.db_path or self.settings.db_path).resolve()
+            self.workspace = ServiceWorkspace(self.settings, self.db_path)
+        #: Whether the service closes the workspace when it stops (not when it was lent one).
+        self.owns_workspace = workspace is None
         self.data_dir = Path(config.data_dir or self.db_path.parent / "service").resolve()
-        self.workspace = ServiceWorkspace(self.settings, self.db_path)
         self.started = time.monotonic()
         self.url: str | None = None
         self._jobs: JobManager | None = None
@@ -85,7 +97,8 @@ class ServiceState:
         return self.workspace.shared_cache()
 
     def close(self) -> None:
-        self.workspace.close()
+        if self.owns_workspace:
+            self.workspace.close()
 
     @property
     def jobs(self) -> JobManager:
@@ -169,7 +182,7 @@ class ServiceState:
         """A file a request names for reading: inside the data folder, and existing."""
         path = confine(self.data_dir, name, what="input path")
         if not path.exists():
-            raise SoftMapError(
+            raise NotFoundError(
                 f"No file '{name}' in the service's data folder: upload it first "
                 f"(PUT /files/{UPLOADS}/NAME).",
                 title="File not found",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from backend import service
-from backend.errors import SoftMapError
+from backend.errors import NotFoundError
 from backend.server.deps import State
 from backend.server.schemas import ExportRequest, FileInfo, FileList, Payload
 from backend.server.security import PathNotAllowedError, confine
@@ -33,7 +33,9 @@ def list_files(state: State) -> FileList:
 def download(name: str, state: State) -> FileResponse:
     path = confine(state.data_dir, name, what="file")
     if not path.is_file():
-        raise SoftMapError(f"No file '{name}' in the service's data folder.", title="Not found")
+        raise NotFoundError(
+            f"No file '{name}' in the service's data folder.", title="File not found"
+        )
     return FileResponse(path, filename=path.name)
 
 
