@@ -37,9 +37,9 @@ def _number(text: str, kind: type[int] | type[float]) -> float:
         value = kind(text)
     except ValueError:
         what = "a whole number" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 
 
@@ -49,7 +49,7 @@ def int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(_number(text, int))
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be a whole number, at least {low} (got {text})")
+            raise argparse.ArgumentTypeError(f"must be a whole number, at least {low} (got {value})")
         return value
 
     parse.__name__ = f"int ≥ {low}"
@@ -66,7 +66,7 @@ def float_in(
         below = low is not None and (value <= low if low_open else value < low)
         above = high is not None and (value >= high if high_open else value > high)
         if below or above:
-            raise argparse.ArgumentTypeError(f"must be {_range_text()} (got {text})")
+            raise argparse.ArgumentTypeError(f"must be {_range_text()} (got {value:g})")
         return value
 
     def _range_text() -> str:
@@ -111,7 +111,7 @@ def output_file(*suffixes: str) -> Callable[[str], Path]:
         if allowed and path.suffix.lower() not in allowed:
             found = f"'{path.suffix}'" if path.suffix else "no extension"
             raise argparse.ArgumentTypeError(
-                f"{text} has {found}; write one of: {', '.join(allowed)}"
+                f"{text!r} has {found}; write one of: {', '.join(allowed)}"
             )
         return path
 
