@@ -49,7 +49,9 @@ def int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(_number(text, int))
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be a whole number, at least {low} (got {value})")
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number, at least {low} (got {value})"
+            )
         return value
 
     parse.__name__ = f"int ≥ {low}"
