@@ -592,6 +592,7 @@ def test_registry_lists_every_model() -> None:
     assert ids == [
         "softcon-vits14-s2", "softcon-vitb14-s2", "softcon-rn50-s2",
         "softcon-vits14-s1", "softcon-vitb14-s1", "softcon-rn50-s1", "softmap-default", "test-vit",
+        "test-vit-s1",
     ]  # fmt: skip
     s1 = get_model_meta("softcon-vitb14-s1")
     assert (s1.bands, s1.embed_dim, s1.normalization.mean) == (("VV", "VH"), 768, (-12.59, -20.26))
