@@ -23,7 +23,7 @@ from app.map_view import LayerBuilder
 from app.projection_view import RAMP, ScopeInputs, Version, cached_scope, footprint
 from app.search_view import colour_ramp, text_colour
 from backend.classes.active_learning import Suggestion
-from backend.classes.classifier import Classification, ClassifierReport
+from backend.classes.classifier import CALIBRATION_MIN, Classification, ClassifierReport
 from backend.errors import SoftMapError
 from backend.landcover.areas import ClassArea
 from backend.service import (
@@ -93,6 +93,47 @@ def suggestions(
 
 
 # --- text ---------------------------------------------------------------------------------------
+#: Below this cross-validated balanced accuracy a classifier is close to guessing (chance 0.5).
+INFORMATIVE_ACCURACY = 0.7
+#: Probabilities spanning less than this over the scope tell its tiles hardly apart.
+INFORMATIVE_SPREAD = 0.3
+
+
+def not_informative(trained: Trained) -> str | None:
+    """Why the classifier does not tell the class apart yet (None when it does).
+
+    Few labels give a classifier that is guessing (cross-validated accuracy near chance, or none
+    at all) or probabilities that hardly vary over the scope; the map then means little.
+    """
+    r = trained.report
+    p = trained.classification.probabilities
+    reasons = []
+    if r.cv_balanced_accuracy is None:
+        reasons.append("there are too few labels to check it (2 on each side at least)")
+    elif r.cv_balanced_accuracy < INFORMATIVE_ACCURACY:
+        reasons.append(
+            f"its cross-validated accuracy ({r.cv_balanced_accuracy:.2f}) is close to chance (0.50)"
+        )
+    if p.size and float(p.max() - p.min()) < INFORMATIVE_SPREAD:
+        reasons.append(f"its probabilities only span {p.min():.2f}–{p.max():.2f}")
+    if not reasons:
+        return None
+    return (
+        f"**Not yet informative**: {' and '.join(reasons)}. Label more tiles, the suggested "
+        "ones first: they are the ones it is least sure about."
+    )
+
+
+def calibration_text(report: ClassifierReport) -> str:
+    """What the probabilities are: calibrated on held-out labels, or the model's own score."""
+    if report.calibration == "sigmoid":
+        return "probabilities calibrated on held-out labels (sigmoid)"
+    return (
+        f"probabilities not calibrated yet (from {CALIBRATION_MIN} labels on each side): read "
+        "them as a ranking more than as chances"
+    )
+
+
 def accuracy_text(report: ClassifierReport) -> str:
     """Cross-validated balanced accuracy with the label counts behind it."""
     counts = f"{report.positives} positive / {report.negatives} negative labels"

@@ -22,11 +22,13 @@ from app.classes_view import (
     Trained,
     accuracy_text,
     area_text,
+    calibration_text,
     classes_layer,
     labels_geojson_text,
     labels_key,
     legend_html,
     mark,
+    not_informative,
     suggestions,
     train,
     unmark,
@@ -366,11 +368,14 @@ def page() -> None:
             )  # fmt: skip
             if trained is not None:
                 st.markdown(accuracy_text(trained.report))
+                note = not_informative(trained)
+                if note is not None:
+                    st.warning(note, icon=":material/help:")
                 st.markdown(area_text(trained))
                 high = int((trained.classification.probabilities >= 0.5).sum())
                 st.caption(
                     f"{len(trained.classification.tile_ids)} tiles mapped, {high} with "
-                    f"p ≥ 0.5; calibration {trained.report.calibration}; "
+                    f"p ≥ 0.5; {calibration_text(trained.report)}; "
                     f"trained in {trained.report.seconds:.2f} s."
                 )
             elif active:
