@@ -16,6 +16,7 @@ from backend.cli.common import (
     request,
     workspace,
 )
+from backend.cli.validation import fraction, input_file, non_negative_int, positive_int
 
 ORDER = 12
 
@@ -33,17 +34,21 @@ def register(sub: Any) -> None:
     f.add_argument("--source", required=True, help="an S2 or S1 source id")
     where = f.add_mutually_exclusive_group()
     where.add_argument("--bbox", help="W,S,E,N in lon/lat degrees (default: the whole source)")
-    where.add_argument("--aoi", help="GeoJSON file (default: the whole source)")
+    where.add_argument("--aoi", type=input_file, help="GeoJSON file (default: the whole source)")
     f.add_argument("--s2-model", required=True, help="Sentinel-2 model id (see `softmap models`)")
     f.add_argument("--s1-model", required=True, help="Sentinel-1 model id, e.g. softcon-vits14-s1")
-    f.add_argument("--s1-weight", type=float, default=0.5,
+    f.add_argument("--s1-weight", type=fraction, default=0.5,
                    help="S1 share of the fused cosine, 0-1 (default 0.5)")  # fmt: skip
-    f.add_argument("--window-days", type=int, default=12,
+    f.add_argument("--window-days", type=non_negative_int, default=12,
                    help="pair acquisitions at most this many days apart (default 12)")  # fmt: skip
-    f.add_argument("--min-tile-overlap", type=float, default=0.5,
+    f.add_argument("--min-tile-overlap", type=fraction, default=0.5,
                    help="share of an S2 tile its S1 partner must cover (default 0.5)")  # fmt: skip
-    f.add_argument("--chip", type=int, help="tile size for both models (default: each model's)")
-    f.add_argument("--s1-chip", type=int, help="S1 tile size when it differs (default: --chip)")
+    f.add_argument(
+        "--chip", type=positive_int, help="tile size for both models (default: each model's)"
+    )
+    f.add_argument(
+        "--s1-chip", type=positive_int, help="S1 tile size when it differs (default: --chip)"
+    )
     add_engine_options(f)
     add_db_option(f)
     add_json_option(f)
