@@ -24,13 +24,19 @@ from backend.embedding.fusion import (
     fused_model_id,
     split_fused_model_id,
 )
-from backend.errors import BandMismatchError, NotFoundError, SoftMapError
+from backend.errors import (
+    BandMismatchError,
+    NotFoundError,
+    RegionOutsideSourceError,
+    SoftMapError,
+)
 from backend.imagery.bigearthnet import read_patch_metadata
 from backend.search.index import normalise
 from backend.search.query import model_sets
 from backend.service import (
     AddSourceRequest,
     FuseRequest,
+    RegionSpec,
     SearchRequest,
     Workspace,
     add_source,
@@ -250,6 +256,10 @@ def test_wrong_models_and_dates_are_refused(fused_db: Path, tmp_path: Path) -> N
                           s1_model=S1_MODEL, window_days=0)  # fmt: skip
     with pytest.raises(NotFoundError, match="within 0 days"):
         fuse_region(ws, finland)
+    elsewhere = FuseRequest(source=s2, s2_model=S2_MODEL, s1_model=S1_MODEL,
+                            region=RegionSpec(bbox="-75.66,37.64,-75.625,37.67"))  # fmt: skip
+    with pytest.raises(RegionOutsideSourceError, match="does not overlap"):
+        fuse_region(ws, elsewhere)
 
 
 def test_app_choices_and_cli(

@@ -37,7 +37,7 @@ from backend.imagery.pairing import (
     find_partners,
     is_s1,
 )
-from backend.imagery.regions import Region
+from backend.imagery.regions import Region, validate_region
 from backend.imagery.sources import SceneSource
 from backend.models import ModelMeta, list_models
 from backend.models.inference import EmbeddingEngine, ProgressCallback
@@ -204,6 +204,7 @@ def fuse_region(
     spec = FusionSpec(req.s2_model, req.s1_model, req.s1_weight, req.min_tile_overlap)
     source = ws.source(req.source)
     region = req.region.resolve() if req.region is not None else Region(source.footprint_lonlat)
+    validate_region(region, source, max_km2=ws.settings.max_region_km2, catalog=ws.catalog())
     pairs = [
         p
         for p in find_partners(source, ws.catalog().list(), window_days=req.window_days)
