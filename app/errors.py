@@ -10,6 +10,7 @@ id the user can quote, and logged with its traceback under that id.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,9 +65,31 @@ def presentation(error: SoftMapError) -> tuple[Level, str]:
     return "error", ":material/error:"
 
 
+#: Backend messages are written for the CLI too; in the app a command-line flag means nothing.
+#: Each pattern (regex) is replaced by what to do in the app instead; "" drops the hint.
+UI_WORDING: tuple[tuple[str, str], ...] = (
+    (r"\s*\(`softmap [^`]*`\)", ""),
+    (r"\s*\(or pass --checkpoint PATH\)", ""),
+    (r"pass --checkpoint PATH to load one", "put a checkpoint in the models folder"),
+    (r"softmap embed --model \S+ --source … --bbox …", "analyse a region on Explore"),
+    (r"\bor pass --db to use another file\b", "or start the app on another SOFTMAP_DB_PATH"),
+    (r"\bor pass --db\b", "or set SOFTMAP_DB_PATH to another file"),
+    (r"\banother --db\b", "another SOFTMAP_DB_PATH"),
+    (r"\s*\((?:--\w+(?: \S+)?(?:, | or )?)+\)", ""),
+)
+
+
+def ui_message(message: str) -> str:
+    """A backend message for the page: on one line, without command-line flags."""
+    text = " ".join(message.split())
+    for pattern, replacement in UI_WORDING:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
 def error_text(error: SoftMapError) -> str:
-    """The title in bold, then the message on one line."""
-    return f"**{error.title}** — {' '.join(error.message.split())}"
+    """The title in bold, then the message on one line (worded for the app, not the CLI)."""
+    return f"**{error.title}** — {ui_message(error.message)}"
 
 
 def show_error(error: SoftMapError, *, where: object = None) -> None:

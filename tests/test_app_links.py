@@ -183,3 +183,23 @@ def test_region_around_a_point_is_the_3_by_3_tiles_of_the_model(virginia: SceneS
 def test_a_bbox_far_outside_the_scene_is_outside_not_too_large(virginia: SceneSource) -> None:
     with pytest.raises(RegionOutsideSourceError, match="does not overlap demo/virginia"):
         validate_region(parse_bbox("10,50,11,51"), virginia, max_km2=2500)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Class 'x' has 1 positive and 0 negative tiles embedded with test-vit: mark at least one "
+        "of each (`softmap label add 'x' --tile ID [--negative]`).",
+        "Download it from https://huggingface.co/wangyi111/softcon and put it in models/ (or pass "
+        "--checkpoint PATH).",
+        "Wait for it to finish or close it, or pass --db to use another file.",
+        "Embed a region first: softmap embed --model test-vit --source … --bbox …",
+        "Give at least one query tile (--tile, --point or --positive).",
+    ],
+)
+def test_ui_messages_do_not_cite_cli_flags(message: str) -> None:
+    from app.errors import ui_message
+
+    text = ui_message(message)
+    assert "--" not in text and "softmap " not in text
+    assert text.endswith((".", "…", "Explore"))
