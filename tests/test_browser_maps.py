@@ -281,5 +281,6 @@ def test_with_one_date_the_change_page_says_how_to_add_one(browser: Browser) -> 
         wait_until="domcontentloaded",
     )
     page.get_by_text("Only one date of this place").wait_for(timeout=60_000)
-    code = " ".join(page.locator("code").all_inner_texts())
+    page.locator('[data-testid="stCode"]').first.wait_for(timeout=30_000)
+    code = " ".join(page.locator('[data-testid="stCode"]').all_inner_texts())
     assert "softmap stac add" in code and "softmap sources add" in code
