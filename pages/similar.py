@@ -496,7 +496,11 @@ def page() -> None:
                 db, selection.model_id, response.preprocessing_hash, selected, response.query.vector
             )
 
-    layers: list[LayerBuilder] = [cached_tiles_layer(records)]
+    # Once results are on the map the cached tiles' outlines only hide them: off unless asked for.
+    show_grid = response is None or st.toggle(
+        "Tile grid", key="similar.grid", help="Outline every cached tile of this model (thin)."
+    )
+    layers: list[LayerBuilder] = [cached_tiles_layer(records)] if show_grid else []
     if response is not None:
         if hm is not None:
             layers.append(heatmap_layer(hm))
