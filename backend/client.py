@@ -203,34 +203,57 @@ class SoftMapClient:
                 f"Lost the service at {self.url} while following job {job_id}."
             ) from e
 
-    def wait(self, job_id: str, progress: ProgressCallback | None = None) -> JobInfo:
+    def wait(
+        self,
+        job_id: str,
+        progress: ProgressCallback | None = None,
+        *,
+        reconnect_s: float = 120.0,
+    ) -> JobInfo:
         """Follow a job to its end, feeding ``progress``; raise its error if it did not complete.
+
+        If the service goes away meanwhile (a restart), keep asking for up to ``reconnect_s``:
+        a restarted service resumes the job, and this returns its result.
 
         Raises:
             SoftMapError: the job's own error (as in-process), or JobFailedError.
+            ServiceUnreachableError: the service stayed away longer than ``reconnect_s``.
         """
         last: JobInfo | None = None
-        for info in self.events(job_id):
-            last = info
-            if progress is not None and info.state == "running" and info.progress.total:
-                p = info.progress
-                progress(Progress(p.done, p.total, p.elapsed_s))
-            if info.finished:
-                break
+        try:
+            for info in self.events(job_id):
+                last = info
+                running = info.state in ("running", "completed")
+                if progress is not None and running and info.progress.total:
+                    p = info.progress
+                    progress(Progress(p.done, p.total, p.elapsed_s))
+                if info.finished:
+                    break
+        except ServiceUnreachableError:
+            last = None
         if last is None or not last.finished:
             # The stream ended early (the service restarted): poll until the job settles.
-            last = self._poll(job_id)
+            last = self._poll(job_id, reconnect_s=reconnect_s)
         if last.state != "completed":
             if last.error is not None:
                 raise error_from(last.error)
             raise JobFailedError(f"Job {job_id} ended {last.state}.")
         return last
 
-    def _poll(self, job_id: str, interval: float = 0.5) -> JobInfo:
+    def _poll(self, job_id: str, *, reconnect_s: float, interval: float = 0.5) -> JobInfo:
+        away_since: float | None = None
         while True:
-            info = self.job(job_id)
-            if info.finished:
-                return info
+            try:
+                info = self.job(job_id)
+            except ServiceUnreachableError:
+                now = time.monotonic()
+                away_since = away_since or now
+                if now - away_since > reconnect_s:
+                    raise
+            else:
+                away_since = None
+                if info.finished:
+                    return info
             time.sleep(interval)
 
     def run(

@@ -293,8 +293,13 @@ def test_classes_projection_and_exports(client: TestClient, embedded: dict[str, 
         json={"kind": "predictions", "class_name": "marsh", "scope": scope, "out": "p.geojson"},
     ).json()
     assert ex["rows"] == 16
+    for kind, name in (("map", "p.tif"),):
+        body = {"kind": kind, "class_name": "marsh", "scope": scope, "out": name}
+        assert client.post("/exports", json=body).json()["path"] == f"outputs/{name}"
+    bad = {"kind": "map", "class_name": "marsh", "scope": scope, "out": "a.xlsx"}
+    assert_error(client.post("/exports", json=bad), 400)
     files = {f["path"] for f in client.get("/files").json()["files"]}
-    assert {"outputs/emb.parquet", "outputs/p.geojson"} <= files
+    assert {"outputs/emb.parquet", "outputs/p.geojson", "outputs/p.tif"} <= files
     r = client.post("/classes/marsh/labels/remove", json={"tiles": ids[:1]})
     assert r.status_code == 200
     assert client.patch("/classes/marsh", json={"name": "wetland"}).json()["class"]["name"]
@@ -415,3 +420,51 @@ def test_one_status_table() -> None:
         if cls not in (errors.CacheError, errors.CatalogueUnreachableError, errors.DeviceError):
             assert status < 500 or cls.__mro__[1] in (errors.CacheError,), cls
     assert STATUS_BY_ERROR[-1] == (errors.SoftMapError, 400)
+
+
+def test_typed_client_against_uvicorn_in_a_thread(tmp_path: Path) -> None:
+    """The client (httpx) against a real uvicorn on a loopback port: the application layer's own
+    result types come back, and its errors are raised as the same classes."""
+    from backend.client import SoftMapClient, error_from
+    from backend.embedding.pipeline import EmbedResult
+    from backend.errors import InvalidRegionError, NoEmbeddingsError, UnknownSourceError
+    from backend.search.query import SearchResponse
+    from backend.server.locator import locator_path
+    from backend.server.run import start_in_thread
+    from backend.server.schemas import ErrorBody
+    from backend.service import EmbedRequest, RegionSpec, SearchRequest
+
+    db = tmp_path / "cache.duckdb"
+    settings = Settings(db_path=db, models_dir=tmp_path / "models", offline=True)
+    running = start_in_thread(ServerConfig(db_path=db, port=0), settings)
+    try:
+        assert running.url.startswith("http://127.0.0.1:") and locator_path(db).exists()
+        with SoftMapClient(running.url) as remote:
+            seen: list[Any] = []
+            req = EmbedRequest(
+                source="demo/virginia",
+                region=RegionSpec(bbox=VIRGINIA_SMALL_BBOX),
+                model=MODEL,
+                engine={"device": "cpu", "batch_size": 4},
+            )
+            result = remote.embed(req, progress=seen.append)
+            assert isinstance(result, EmbedResult) and result.computed == 16
+            assert seen and seen[-1].done == seen[-1].total == 16
+            found = remote.find_similar(SearchRequest(model=MODEL, tiles=result.tile_ids[:1], k=4))
+            assert isinstance(found, SearchResponse) and len(found.results) == 4
+            assert found.results[0].rank == 1
+            report = remote.recent_runs(3)
+            assert report.stats.embeddings == 16 and report.runs[0]["started_at"].year > 2000
+            assert remote.health().status == "ok"
+            assert MODEL in {m.id for m in remote.models().models}
+            with pytest.raises(NoEmbeddingsError):
+                remote.find_similar(SearchRequest(model="nope", tiles=("x",)))
+            with pytest.raises(UnknownSourceError):
+                remote.embed(req.model_copy(update={"source": "demo/none"}))
+            with pytest.raises(InvalidRegionError):
+                remote.embed(req.model_copy(update={"region": RegionSpec(bbox="9,9,9")}))
+    finally:
+        running.stop()
+    assert not locator_path(db).exists()
+    err = error_from(ErrorBody(title="Something new", message="m"))
+    assert type(err).__name__ == "SoftMapError" and err.title == "Something new"
