@@ -1,4 +1,4 @@
-"""Every map the app builds is a leafmap map that loads its JavaScript and CSS from the app itself."""
+"""Every map the app builds is a leafmap map loading its JavaScript and CSS from the app itself."""
 
 from __future__ import annotations
 
