@@ -246,11 +246,16 @@ def match_tiles(
         pairs = tree.query(f2, predicate="intersects") if len(f1) else np.zeros((2, 0), int)
         # S2 tile → S1 source → [(S1 tile, share of the S2 tile it covers)]
         parts: dict[int, dict[str, list[tuple[int, float]]]] = {}
-        for i2, i1 in zip(pairs[0].tolist(), pairs[1].tolist(), strict=True):
+        # One vectorised intersection for every candidate pair (a loop would cost ms per pair).
+        shares = shapely.area(shapely.intersection(f2[pairs[0]], f1[pairs[1]])) / shapely.area(
+            f2[pairs[0]]
+        )
+        for i2, i1, share in zip(
+            pairs[0].tolist(), pairs[1].tolist(), shares.tolist(), strict=True
+        ):
             s1_source = str(s1_tiles[i1]["source_id"])
             if (str(s2_tiles[i2]["source_id"]), s1_source) not in days_apart:
                 continue
-            share = float(shapely.area(shapely.intersection(f2[i2], f1[i1])) / f2[i2].area)
             if share >= MIN_PART_SHARE:
                 parts.setdefault(i2, {}).setdefault(s1_source, []).append((i1, share))
         for i2, t2 in enumerate(s2_tiles):
