@@ -89,7 +89,12 @@ def test_expected_areas_add_up_to_the_region(mapped: tuple[LandCoverResult, Path
     assert result.region_km2 == pytest.approx(region.area_km2, rel=1e-3)
     for a in result.areas:
         assert 0 <= a.low_km2 <= a.expected_km2 <= a.high_km2 <= result.region_km2 + 1e-9
-    assert sum(a.tiles_dominant for a in result.areas) == len(result.tile_ids)
+    # Areas come from what the map shows: the sub-tile cells, each painted in one class.
+    g = result.token_probabilities.shape[-1] if result.token_probabilities is not None else 1
+    assert sum(a.tiles_dominant for a in result.areas) == len(result.tile_ids) * g * g
+    assert sum(a.map_km2 or 0 for a in result.areas) + result.unlike_km2 == pytest.approx(
+        result.region_km2, rel=1e-3
+    )
 
 
 def test_cog_is_valid_and_georeferenced(
@@ -101,9 +106,9 @@ def test_cog_is_valid_and_georeferenced(
     cols = [int(t.rsplit("/", 1)[1].split("_")[1]) for t in result.tile_ids]
     with rasterio.open(path) as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert ds.count == 12 and ds.crs.to_string() == brandenburg.crs
+        assert ds.count == 13 and ds.crs.to_string() == brandenburg.crs
         assert ds.descriptions[:2] == ("p_water", "p_trees")
-        assert ds.descriptions[9:] == ("dominant", "confidence", "entropy")
+        assert ds.descriptions[9:] == ("dominant", "confidence", "entropy", "unlike_score")
         origin = brandenburg.grid.affine @ (min(cols) * 112, min(rows) * 112)
         assert ds.transform.a == 140 and ds.transform.e == -140  # 8×8 tokens of 14 px
         assert (ds.transform.c, ds.transform.f) == pytest.approx(origin)

@@ -126,7 +126,7 @@ def test_every_export_opens_in_standard_tools(
         assert ("embedding" in table.column_names) == (kind == "embeddings_parquet")
     elif kind == "probability_cog":
         with rasterio.open(path) as ds:
-            assert ds.count == 12 and ds.descriptions[4] == "p_crops"
+            assert ds.count == 13 and ds.descriptions[4] == "p_crops"
     else:
         lines = path.read_text().splitlines()
         assert lines[0].startswith("source,model,head,class_id") and len(lines) == 10

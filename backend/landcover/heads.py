@@ -280,6 +280,8 @@ class LandCoverHead:
         water_rule: Whether the water rule decides the unambiguous water share of each cell
             (:func:`backend.landcover.spectral.apply_water_rule`).
         ood: Out-of-distribution scorers per level (``"tile"``, ``"token"``), if calibrated.
+        uses_embedding: False for a head that reads the spectral features alone (the model then
+            only fixes the tile grid and cells).
     """
 
     head_id: str
@@ -296,6 +298,7 @@ class LandCoverHead:
     features: str | None = None
     water_rule: bool = False
     ood: dict[str, OutOfDistribution] = field(default_factory=dict)
+    uses_embedding: bool = True
 
     def info(self) -> dict[str, Any]:
         """JSON-ready metadata (no weights)."""
@@ -315,6 +318,7 @@ class LandCoverHead:
             "features": self.features,
             "water_rule": self.water_rule,
             "ood": {level: o.info() for level, o in self.ood.items()},
+            "uses_embedding": self.uses_embedding,
         }
 
     def arrays_bytes(self) -> bytes:
@@ -363,6 +367,7 @@ class LandCoverHead:
             features=info.get("features"),
             water_rule=bool(info.get("water_rule", False)),
             ood=ood,
+            uses_embedding=bool(info.get("uses_embedding", True)),
         )
 
     def save_bundle(self, folder: Path) -> Path:

@@ -37,7 +37,8 @@ from backend.imagery.reader import SceneReader
 from backend.imagery.regions import Region
 from backend.imagery.sources import SceneSource
 from backend.imagery.tiling import tile_from_id
-from backend.landcover.areas import ClassArea, class_areas, tile_areas_km2
+from backend.landcover.areas import ClassArea, MapAreas, map_areas, tile_areas_km2
+from backend.landcover.features import tile_spectra
 from backend.landcover.heads import (
     LandCoverHead,
     LinearSoftmax,
@@ -60,6 +61,7 @@ from backend.landcover.labels import (
     scene_label_raster,
     tile_soft_labels,
 )
+from backend.landcover.spectral import apply_water_rule
 from backend.landcover.store import (
     StoredPredictions,
     bundled_heads_dir,
@@ -68,8 +70,10 @@ from backend.landcover.store import (
     now,
     resolve_head,
     save_head,
+    stored_ood,
     stored_predictions,
     stored_token_predictions,
+    write_ood,
     write_predictions,
 )
 from backend.models import EmbeddingModel
@@ -80,7 +84,11 @@ from backend.store.cache import EmbeddingCache
 #: Fewest labelled tiles a head is fitted on.
 MIN_TRAINING_TILES = 12
 #: Band names of :meth:`LandCoverResult.write_cog`, after the nine probabilities.
-EXTRA_BANDS = ("dominant", "confidence", "entropy")
+EXTRA_BANDS = ("dominant", "confidence", "entropy", "unlike_score")
+#: The value of the ``dominant`` band (and of the legend) where a cell is unlike the training
+#: data: the map shows no class there.
+UNLIKE_VALUE = N_CLASSES
+UNLIKE_TITLE = "Unlike the training data"
 
 
 # --- fitting ---------------------------------------------------------------------------------
@@ -112,7 +120,7 @@ def _flatten(labels: SoftLabels) -> SoftLabels:
     )
 
 
-def _tile_tokens(
+def tile_tokens(
     engine: EmbeddingEngine, source: SceneSource, tile_ids: Sequence[str]
 ) -> NDArray[np.float32]:
     """Patch tokens ``(n, g, g, d)`` of tiles (tokens are not cached, so the model runs)."""
@@ -229,7 +237,7 @@ def fit_head(
             if ok
         ]
         keep = np.isin(ids, with_tokens)
-        tok = _tile_tokens(engine, source, with_tokens)  # (n, g, g, d)
+        tok = tile_tokens(engine, source, with_tokens)  # (n, g, g, d)
         feats = tok.reshape(len(with_tokens) * grid * grid, -1)
         flat = _flatten(tsoft.subset(keep))
         per_tile = np.repeat(np.arange(len(with_tokens)), grid * grid)
@@ -295,10 +303,16 @@ class LandCoverResult:
         tile_ids: Tiles of the region (stride = chip), in embedding order.
         probabilities: ``(n, 9)`` per-tile class probabilities (rows sum to 1).
         token_probabilities: ``(n, 9, g, g)`` per-token probabilities, or None.
-        areas: Expected km² per DW class with a 95 % range, over the region.
+        areas: Per DW class, over the region, of what the map shows (sub-tile cells when there
+            are any): ``map_km2`` and ``share`` are the area the map paints in the class,
+            ``expected_km2`` with its 95 % range the probability-weighted area
+            (:func:`backend.landcover.areas.map_areas`).
         region_km2: Area of the mapped tiles inside the region.
         embed: The embedding run that preceded prediction.
         predicted: Tiles whose probabilities were computed now (the rest were stored).
+        ood: ``(n,)`` tile out-of-distribution scores (> 1: unlike the training data), or None.
+        token_ood: ``(n, g, g)`` cell scores, or None.
+        unlike_km2: Area shown as unlike the training data (counted in no class).
     """
 
     source: SceneSource
@@ -310,6 +324,18 @@ class LandCoverResult:
     region_km2: float
     embed: EmbedResult
     predicted: int
+    ood: NDArray[np.float32] | None = None
+    token_ood: NDArray[np.float32] | None = None
+    unlike_km2: float = 0.0
+
+    @property
+    def cells(self) -> bool:
+        """Whether the map (and so the areas) is made of sub-tile cells."""
+        return self.token_probabilities is not None
+
+    @property
+    def unlike_share(self) -> float:
+        return self.unlike_km2 / self.region_km2 if self.region_km2 > 0 else 0.0
 
     def probability_raster(self, *, tokens: bool = True) -> GridRaster:
         """The nine probability bands on the source grid (token cells where available)."""
@@ -320,18 +346,35 @@ class LandCoverResult:
         )
         return tiles_to_grid(self.source, self.tile_ids, values)
 
+    def ood_raster(self, *, tokens: bool = True) -> GridRaster | None:
+        """The out-of-distribution score on the same grid as :meth:`probability_raster`."""
+        use_tokens = tokens and self.token_probabilities is not None
+        if use_tokens and self.token_ood is not None:
+            return tiles_to_grid(self.source, self.tile_ids, self.token_ood[:, None])
+        if not use_tokens and self.ood is not None:
+            return tiles_to_grid(self.source, self.tile_ids, self.ood[:, None])
+        return None
+
     def layers(self, *, tokens: bool = True) -> GridRaster:
-        """Probabilities plus dominant class, confidence (top-1) and entropy (nats): 12 bands."""
+        """Probabilities, dominant class (9 = unlike the training data), confidence, entropy
+        (nats) and the out-of-distribution score (NaN without one): 13 bands."""
         probs = self.probability_raster(tokens=tokens)
+        summary = summary_layers(probs.data)
+        ood = self.ood_raster(tokens=tokens)
+        score = (
+            ood.data[0] if ood is not None else np.full(probs.data.shape[1:], np.nan, np.float32)
+        )
+        summary[0] = np.where(np.isfinite(score) & (score > 1.0), UNLIKE_VALUE, summary[0])
         return GridRaster(
-            np.concatenate([probs.data, summary_layers(probs.data)]), probs.transform, probs.crs
+            np.concatenate([probs.data, summary, score[None]]), probs.transform, probs.crs
         )
 
     def write_cog(self, path: str | Path, *, tokens: bool = True) -> Path:
-        """Write the 12 bands as a COG with band descriptions and the DW legend in the tags."""
+        """Write the 13 bands as a COG with band descriptions and the DW legend in the tags."""
         grid = self.layers(tokens=tokens)
         names = [f"p_{c}" for c in DW_CLASSES] + list(EXTRA_BANDS)
         legend = {str(i): DW_TITLES[i] for i in range(N_CLASSES)}
+        legend[str(UNLIKE_VALUE)] = UNLIKE_TITLE
         band_tags = [
             {"class_id": str(i), "class": DW_CLASSES[i], "color": f"#{DW_PALETTE[i]}"}
             for i in range(N_CLASSES)
@@ -340,6 +383,7 @@ class LandCoverResult:
             {"legend": json.dumps(legend)},
             {"description": "top-1 probability"},
             {"description": "Shannon entropy in nats (max ln 9 = 2.197)"},
+            {"description": "distance to the training data / calibrated limit (> 1: unlike)"},
         ]
         tags = {
             "SOFTMAP_PRODUCT": "land cover (Dynamic World classes)",
@@ -350,6 +394,7 @@ class LandCoverResult:
             "LEGEND": json.dumps(legend),
             "PALETTE": json.dumps([f"#{c}" for c in DW_PALETTE]),
             "CELL_SIZE_M": str(grid.cell_size_m),
+            "UNLIKE_VALUE": str(UNLIKE_VALUE),
         }
         return write_cog(
             path,
@@ -366,7 +411,8 @@ class LandCoverResult:
             "source": self.source.id,
             "model": self.head["model_id"],
             "head": {
-                k: self.head[k] for k in ("head_id", "mapping", "bundled", "token_head", "metrics")
+                k: self.head.get(k)
+                for k in ("head_id", "mapping", "bundled", "token_head", "metrics", "features")
             },
             "tiles": len(self.tile_ids),
             "embedded": self.embed.computed,
@@ -377,17 +423,23 @@ class LandCoverResult:
                 else None
             ),
             "region_km2": round(self.region_km2, 4),
+            "areas_from": "sub-tile cells" if self.cells else "tiles",
             "areas": [
                 {
                     "class": a.name,
+                    "map_km2": round(a.map_km2 or 0.0, 4),
+                    "share": round(a.share, 4),
                     "expected_km2": round(a.expected_km2, 4),
                     "low_km2": round(a.low_km2, 4),
                     "high_km2": round(a.high_km2, 4),
-                    "share": round(a.share, 4),
-                    "tiles_dominant": a.tiles_dominant,
+                    "cells_dominant": a.tiles_dominant,
                 }
                 for a in self.areas
             ],
+            "unlike_training_data": {
+                "km2": round(self.unlike_km2, 4),
+                "share": round(self.unlike_share, 4),
+            },
         }
 
 
@@ -401,6 +453,93 @@ def summary_layers(probs: NDArray[np.float32]) -> NDArray[np.float32]:
         ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=0)
     entropy = np.where(valid, ent, np.nan)
     return np.stack([dominant, confidence, entropy]).astype(np.float32)
+
+
+def head_inputs(
+    head: LandCoverHead, x: NDArray[np.float32], spectra: NDArray[np.float32] | None
+) -> NDArray[np.float32]:
+    """What a head reads: the embedding, plus the spectral features for spectral heads."""
+    if head.features is None:
+        return x
+    if spectra is None:
+        raise SoftMapError(f"Head {head.head_id} needs spectral features.", title="Head input")
+    if not head.uses_embedding:
+        return np.asarray(spectra, dtype=np.float32)
+    return np.concatenate([x, spectra], axis=-1).astype(np.float32)
+
+
+def _predict_tiles(
+    head: LandCoverHead, source: SceneSource, ids: Sequence[str], x: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    spectral = head.features is not None or head.water_rule
+    spectra = tile_spectra(source, ids) if spectral else None
+    xin = head_inputs(head, x, spectra.tile_features if spectra else None)
+    probs = head.tile.predict(xin)
+    if head.water_rule and spectra is not None:
+        probs = apply_water_rule(probs, spectra.tile_rules)
+    ood = head.ood["tile"].score(xin) if "tile" in head.ood else None
+    return probs, ood
+
+
+def _predict_cells(
+    head: LandCoverHead,
+    engine: EmbeddingEngine,
+    source: SceneSource,
+    ids: Sequence[str],
+    grid: int,
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    assert head.token is not None
+    # A spectral-only head needs no patch tokens: the model does not run for the cells.
+    tok = (
+        tile_tokens(engine, source, ids)
+        if head.uses_embedding
+        else np.zeros((len(ids), grid, grid, 0), np.float32)
+    )  # (n, g, g, d)
+    spectral = head.features is not None or head.water_rule
+    spectra = tile_spectra(source, ids, grid) if spectral else None
+    xin = head_inputs(head, tok, spectra.cell_features if spectra else None)
+    probs = head.token.predict(xin)  # (n, g, g, 9)
+    if head.water_rule and spectra is not None and spectra.cell_rules is not None:
+        probs = apply_water_rule(probs, spectra.cell_rules)
+    ood = head.ood["token"].score(xin) if "token" in head.ood else None
+    return probs.transpose(0, 3, 1, 2), ood
+
+
+def cell_areas_km2(
+    footprints: Sequence[Any], region: Any, source: SceneSource, tile_ids: Sequence[str], grid: int
+) -> NDArray[np.float64]:
+    """Area (km²) inside the region of each ``grid × grid`` cell of tiles, ``(n, g, g)``.
+
+    Cells of tiles wholly inside the region share the tile's area equally; cells of tiles that
+    cross the region's edge are intersected one by one.
+    """
+    from backend.imagery.reader import PixelWindow
+    from backend.imagery.sources import to_lonlat
+    from backend.imagery.tiling import window_polygon
+
+    out = np.zeros((len(tile_ids), grid, grid), dtype=np.float64)
+    whole = tile_areas_km2(footprints)
+    for i, (fp, tid) in enumerate(zip(footprints, tile_ids, strict=True)):
+        if region is None or region.contains(fp):
+            out[i] = whole[i] / (grid * grid)
+            continue
+        if not region.intersects(fp):
+            continue
+        win = tile_from_id(tid, source)[4]
+        step = win.height // grid
+        polys = [
+            to_lonlat(
+                window_polygon(
+                    source,
+                    PixelWindow(win.col_off + c * step, win.row_off + r * step, step, step),
+                ),
+                source.crs,
+            )
+            for r in range(grid)
+            for c in range(grid)
+        ]
+        out[i] = tile_areas_km2(polys, region).reshape(grid, grid)
+    return out
 
 
 def predict_landcover(
@@ -418,8 +557,10 @@ def predict_landcover(
     """Land-cover probabilities and class areas of a region.
 
     Embeds the tiles the cache lacks, predicts those without a stored prediction for this head
-    (tile level, and token level for ViT heads with ``tokens``), stores them, and computes the
-    expected area per class over the region.
+    (tile level, and token level for ViT heads with ``tokens``), stores them with their
+    out-of-distribution scores, and computes the areas of what the map shows: per sub-tile cell
+    when there are cells, per tile otherwise; cells beyond the out-of-distribution limit are
+    counted apart, as unlike the training data.
 
     Raises:
         UnknownHeadError: no head for the model, or ``head`` is unknown.
@@ -452,33 +593,66 @@ def predict_landcover(
     todo = [t for t in ids if t not in have]
     if todo:
         got, x = cache.embeddings(eset, todo)
-        write_predictions(cache, "landcover_predictions", chosen, got, chosen.tile.predict(x))
+        probs_new, ood_new = _predict_tiles(chosen, source, got, x)
+        write_predictions(cache, "landcover_predictions", chosen, got, probs_new)
+        if ood_new is not None:
+            write_ood(cache, chosen, got, ood_new, 1)
         stored = stored_predictions(cache, model.meta.id, ids, chosen.head_id)
     probs = stored.probabilities
+    tile_ood: NDArray[np.float32] | None = None
+    if "tile" in chosen.ood:
+        got_ood = stored_ood(cache, chosen, ids, 1)
+        missing = [t for t in ids if t not in got_ood]
+        if missing:  # predictions stored before their scores were
+            got, x = cache.embeddings(eset, missing)
+            _, extra = _predict_tiles(chosen, source, got, x)
+            if extra is not None:
+                write_ood(cache, chosen, got, extra, 1)
+                got_ood.update({t: v.reshape(1, 1) for t, v in zip(got, extra, strict=True)})
+        tile_ood = np.array([float(got_ood[t].ravel()[0]) for t in ids], dtype=np.float32)
     token_probs: NDArray[np.float32] | None = None
+    token_ood: NDArray[np.float32] | None = None
     grid = chosen.token_grid
     if tokens and chosen.token is not None and grid and model.meta.token_grid == grid:
         have_tok = stored_token_predictions(cache, chosen, ids, grid)
-        missing = [t for t in ids if t not in have_tok]
+        have_ood = stored_ood(cache, chosen, ids, grid) if "token" in chosen.ood else {}
+        missing = [
+            t for t in ids if t not in have_tok or ("token" in chosen.ood and t not in have_ood)
+        ]
         if missing:
-            tok = _tile_tokens(engine, source, missing)  # (n, g, g, d)
-            new = chosen.token.predict(tok).transpose(0, 3, 1, 2)  # (n, 9, g, g)
+            new, new_ood = _predict_cells(chosen, engine, source, missing, grid)
             write_predictions(cache, "landcover_token_predictions", chosen, missing, new, grid=grid)
             have_tok.update(zip(missing, new, strict=True))
+            if new_ood is not None:
+                write_ood(cache, chosen, missing, new_ood, grid)
+                have_ood.update(zip(missing, new_ood, strict=True))
         token_probs = np.stack([have_tok[t] for t in ids]).astype(np.float32)
+        if "token" in chosen.ood:
+            token_ood = np.stack([have_ood[t] for t in ids]).astype(np.float32)
     records = cache.tiles(ids)
     footprints = [shape(json.loads(r["footprint"])) for r in records]
     areas_km2 = tile_areas_km2(footprints, region.geometry)
+    if token_probs is not None and grid:
+        cell_km2 = cell_areas_km2(footprints, region.geometry, source, ids, grid)
+        cell_p = token_probs.transpose(0, 2, 3, 1).reshape(-1, N_CLASSES)
+        unlike = token_ood.reshape(-1) > 1.0 if token_ood is not None else None
+        summary: MapAreas = map_areas(cell_p, cell_km2.reshape(-1), DW_CLASSES, unlike)
+    else:
+        unlike = tile_ood > 1.0 if tile_ood is not None else None
+        summary = map_areas(probs, areas_km2, DW_CLASSES, unlike)
     return LandCoverResult(
         source=source,
         head=chosen.info(),
         tile_ids=tuple(ids),
         probabilities=probs,
         token_probabilities=token_probs,
-        areas=class_areas(probs, areas_km2, DW_CLASSES),
+        areas=summary.classes,
         region_km2=float(areas_km2.sum()),
         embed=embedded,
         predicted=len(todo),
+        ood=tile_ood,
+        token_ood=token_ood,
+        unlike_km2=summary.unlike_km2,
     )
 
 
@@ -494,4 +668,5 @@ __all__ = [
     "save_head",
     "stored_predictions",
     "summary_layers",
+    "tile_tokens",
 ]

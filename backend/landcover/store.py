@@ -2,7 +2,8 @@
 
 Tables (owned here, created on first use): ``landcover_heads`` (metadata JSON + ``.npz`` weights),
 ``landcover_predictions`` (``FLOAT[9]`` per tile, model and head) and
-``landcover_token_predictions`` (``g × g × 9`` probabilities per tile, model and head). Bundled
+``landcover_token_predictions`` (``g × g × 9`` probabilities per tile, model and head),
+``landcover_ood`` (out-of-distribution scores per tile, or per cell with ``grid > 1``). Bundled
 heads live as files in ``assets/models/heads/`` and are listed after the user's own.
 """
 
@@ -40,6 +41,11 @@ CREATE TABLE IF NOT EXISTS landcover_token_predictions (
     probabilities FLOAT[] NOT NULL, created_at TIMESTAMPTZ,
     PRIMARY KEY (tile_id, model_id, head_id)
 );
+CREATE TABLE IF NOT EXISTS landcover_ood (
+    tile_id TEXT NOT NULL, model_id TEXT NOT NULL, head_id TEXT NOT NULL, grid INTEGER NOT NULL,
+    scores FLOAT[] NOT NULL, created_at TIMESTAMPTZ,
+    PRIMARY KEY (tile_id, model_id, head_id, grid)
+);
 """
 
 
@@ -76,7 +82,7 @@ def save_head(cache: EmbeddingCache, head: LandCoverHead) -> None:
             ],
         )
         # Predictions of an earlier head with this id are stale.
-        for table in ("landcover_predictions", "landcover_token_predictions"):
+        for table in ("landcover_predictions", "landcover_token_predictions", "landcover_ood"):
             cur.execute(f"DELETE FROM {table} WHERE head_id = ?", [head.head_id])
 
 
@@ -225,4 +231,53 @@ def stored_token_predictions(
             [head.model_id, head.head_id, grid, list(tile_ids)],
         ).to_arrow_table()
     mat = _matrix(table, N_CLASSES * grid * grid).reshape(-1, N_CLASSES, grid, grid)
+    return dict(zip(table.column("tile_id").to_pylist(), mat, strict=True))
+
+
+def write_ood(
+    cache: EmbeddingCache,
+    head: LandCoverHead,
+    tile_ids: Sequence[str],
+    scores: NDArray[np.float32],
+    grid: int,
+) -> None:
+    """Store out-of-distribution scores ``(n,)`` (grid 1) or ``(n, g, g)`` of tiles."""
+    n = len(tile_ids)
+    if n == 0:
+        return
+    flat = np.ascontiguousarray(scores, dtype=np.float32).reshape(n, -1)
+    width = flat.shape[1]
+    batch = pa.table(
+        {
+            "tile_id": list(tile_ids),
+            "model_id": [head.model_id] * n,
+            "head_id": [head.head_id] * n,
+            "grid": pa.array([grid] * n, type=pa.int32()),
+            "scores": pa.ListArray.from_arrays(
+                pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32)),
+                pa.array(flat.ravel()),
+            ),
+            "created_at": pa.array([now()] * n, type=pa.timestamp("us", tz="UTC")),
+        }
+    )
+    with cache.transaction() as cur:
+        cur.register("_ood", batch)
+        cur.execute("INSERT INTO landcover_ood SELECT * FROM _ood ON CONFLICT DO NOTHING")
+        cur.unregister("_ood")
+
+
+def stored_ood(
+    cache: EmbeddingCache, head: LandCoverHead, tile_ids: Sequence[str], grid: int
+) -> dict[str, NDArray[np.float32]]:
+    """Stored scores of tiles: ``(g, g)`` arrays per tile (``(1, 1)`` for grid 1)."""
+    with cache.cursor() as cur:
+        table = cur.execute(
+            """SELECT tile_id, scores FROM landcover_ood
+            WHERE model_id = ? AND head_id = ? AND grid = ?
+                AND tile_id IN (SELECT unnest(?::VARCHAR[]))""",
+            [head.model_id, head.head_id, grid, list(tile_ids)],
+        ).to_arrow_table()
+    col = table.column("scores").combine_chunks()
+    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    mat = flat.reshape(len(table), grid, grid)
     return dict(zip(table.column("tile_id").to_pylist(), mat, strict=True))

@@ -311,7 +311,7 @@ def export_areas_csv(
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = dict(extra or {})
     fields = [*extra, "class_id", "name", "expected_km2", "low_km2", "high_km2", "share",
-              "tiles_dominant"]  # fmt: skip
+              "tiles_dominant", "map_km2"]  # fmt: skip
     with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

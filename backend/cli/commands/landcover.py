@@ -116,17 +116,32 @@ def _map(args: argparse.Namespace) -> int:
         f"{result.head['head_id']} ({'sub-tile' if cells else 'tile'} map, "
         f"{result.region_km2:.2f} km²)"
     )
+    # MAP_KM2 and SHARE_% are what the map paints (the same cells as the COG); EXPECTED_KM2
+    # and its 95 % range are the probability-weighted area of the same cells.
     rows = [
         (
             a.name,
+            f"{a.map_km2 or 0.0:.2f}",
+            f"{100 * a.share:.1f}",
             f"{a.expected_km2:.2f}",
             f"{a.low_km2:.2f}–{a.high_km2:.2f}",
-            f"{100 * a.share:.1f}",
             str(a.tiles_dominant),
         )
-        for a in sorted(result.areas, key=lambda a: -a.expected_km2)
+        for a in sorted(result.areas, key=lambda a: -(a.map_km2 or 0.0))
     ]
-    print_table(("CLASS", "EXPECTED_KM2", "95%_RANGE_KM2", "SHARE_%", "TILES_DOMINANT"), rows)
+    rows.append(
+        (
+            "unlike_training_data",
+            f"{result.unlike_km2:.2f}",
+            f"{100 * result.unlike_share:.1f}",
+            "—",
+            "—",
+            "—",
+        )
+    )
+    unit = "CELLS" if cells else "TILES"
+    header = ("CLASS", "MAP_KM2", "SHARE_%", "EXPECTED_KM2", "95%_RANGE_KM2", f"{unit}_DOMINANT")
+    print_table(header, rows)
     if out:
         print(f"map → {out}")
     return 0
