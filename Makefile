@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	# UMAP's numba JIT, compiled once per install into the venv (1-2 min), loaded by every process
+	$(BIN)/python -m backend.analysis.projection --warm-up
 	touch $(STAMP)
 
 lint: $(STAMP)

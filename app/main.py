@@ -14,8 +14,10 @@ from app.sidebar import sidebar
 from app.state import set_selection
 from app.timing import timed
 from app.url_state import read_url_once
+from backend.service.warmup import warm_up_in_background
 
 st.set_page_config(page_title="SoftMap", page_icon="🛰️", layout="wide")
+warm_up_in_background()  # UMAP's JIT code, loaded once per process before a user asks for it
 
 url = read_url_once()
 pages = navigation_pages()

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     tune_malloc: bool = Field(
         default=True, description="Keep freed memory in the heap on CPU (see backend/allocator)"
     )
+    jit_cache_dir: Path | None = Field(
+        default=None,
+        description="numba's on-disk cache for UMAP (default: in the venv, else beside the db)",
+    )
+    warm_up: bool = Field(default=True, description="Load UMAP's JIT code when the app starts")
     max_region_km2: float = Field(default=2500.0, gt=0)
     max_nodata_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     offline: bool = Field(default=False, description="Never try the network (Hugging Face, STAC)")

@@ -29,6 +29,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach the network: weights come from tmp files or are built in."""
     monkeypatch.setenv("SOFTMAP_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SOFTMAP_WARM_UP", "0")  # no JIT compiler beside the app's test runs
     from backend.settings import get_settings
 
     get_settings.cache_clear()

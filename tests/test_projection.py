@@ -106,3 +106,47 @@ def test_cli_project(
     assert json.loads(capsys.readouterr().out)["cached"] is True
     assert main([*args[:-1], "--source", "demo/brandenburg"]) == 2
     assert "demo/brandenburg" in capsys.readouterr().err
+
+
+def test_knn_index_matches_brute_force_and_survives_pickling() -> None:
+    import pickle
+
+    from backend.analysis.projection import KnnIndex
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 16))[rng.integers(0, 20, 600)] + 0.3 * rng.normal(size=(600, 16))
+    x = x.astype(np.float32)
+    index = KnnIndex(x)
+    keys, dists = index.self_neighbours(10)
+    assert (keys[:, 0] == np.arange(600)).all() and (dists[:, 0] == 0).all()
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    truth = np.argsort(d, axis=1)[:, :10]
+    hits = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(keys, truth, strict=True)])
+    assert hits > 0.95
+    np.testing.assert_allclose(dists[:, 1:], np.take_along_axis(d, keys, 1)[:, 1:], rtol=1e-4)
+    again = pickle.loads(pickle.dumps(index))  # the graph is not pickled, only the data
+    assert again._graph is None
+    q_keys, q_dists = again.query(x[:5] + 0.001, 3)
+    assert q_keys[:, 0].tolist() == [0, 1, 2, 3, 4] and q_dists.shape == (5, 3)
+
+
+def test_jit_cache_is_on_for_umaps_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.analysis import projection
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("SOFTMAP_JIT_CACHE_DIR", str(tmp_path / "jit"))
+    from backend.settings import get_settings
+
+    get_settings.cache_clear()
+    assert projection.configure_jit_cache() == tmp_path / "jit"
+    assert (tmp_path / "jit").is_dir()
+    umap = projection.import_umap()
+    from numba.core.caching import NullCache
+
+    for jitted in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths):
+        assert not isinstance(jitted._cache, NullCache)  # compiled once, then loaded from disk
+    monkeypatch.delenv("SOFTMAP_JIT_CACHE_DIR")
+    get_settings.cache_clear()
+    assert projection.jit_cache_dir().name in ("softmap-jit-cache", "jit-cache")

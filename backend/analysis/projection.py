@@ -11,32 +11,51 @@ was ``fit`` or placed later by ``transform``. Asking again:
 * more new tiles than ``refit_ratio`` × the fitted ones, or ``refit=True`` → a fresh fit (a
   transform of mostly-new data would squeeze it into the old layout).
 
-Embeddings are L2-normalised first, so Euclidean distances follow cosine similarity. UMAP's numba
-JIT costs 10–30 s on the first fit of a process: call :func:`warm_up` once (the app does, in a
-cached resource) so users do not wait for it. ``method="pca"`` is the instant fallback to show
-while UMAP computes. The pickled reducer is read back only from the user's own cache file.
+Embeddings are L2-normalised first, so Euclidean distances follow cosine similarity. UMAP's
+neighbour graph comes from a usearch HNSW index over the (PCA-reduced) vectors, passed to UMAP as
+``precomputed_knn`` (seconds on 2 cores, where pynndescent seeded runs on one thread); the same
+index, rebuilt on demand, finds the neighbours of new tiles for ``transform``.
+
+UMAP's numba JIT used to cost 48–119 s in every fresh process. :func:`configure_jit_cache` points
+numba's on-disk cache at a writable folder and turns it on for umap's and pynndescent's jitted
+functions, so the code is compiled once per install (by ``make install`` or in the background at
+the app's first start, :func:`start_background_warm_up`) and loaded from disk afterwards.
+``method="pca"`` is the instant fallback to show while UMAP computes. The pickled reducer is read
+back only from the user's own cache file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import pickle
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from backend.errors import SoftMapError
+from backend.settings import get_settings
 from backend.store.cache import EmbeddingCache
 from backend.store.scopes import Scope, scope_embeddings
 
+log = logging.getLogger(__name__)
+
 Method = Literal["umap", "pca"]
 MIN_TILES = 4
+#: From this many tiles UMAP gets a precomputed HNSW neighbour graph (below, UMAP computes exact
+#: pairwise distances itself, as it does for small data).
+PRECOMPUTED_KNN_MIN = 4096
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS projections (
@@ -161,27 +180,181 @@ def fit_reducer(
     if params.pca_dims and d > params.pca_dims and n > params.pca_dims:
         pre = PCA(n_components=params.pca_dims, random_state=params.seed)
         x = pre.fit_transform(x).astype(np.float32)
-    import umap
-
+    umap = import_umap()
+    n_neighbors = max(2, min(params.n_neighbors, n - 1))
+    knn: tuple[Any, ...] = (None, None, None)
+    if n >= PRECOMPUTED_KNN_MIN:
+        index = KnnIndex(x)
+        knn = (*index.self_neighbours(n_neighbors), index)
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=max(2, min(params.n_neighbors, n - 1)),
+        n_neighbors=n_neighbors,
         min_dist=params.min_dist,
         n_epochs=params.n_epochs,
         init="pca",
         random_state=params.seed,
         n_jobs=1 if params.seed is not None else -1,
+        precomputed_knn=knn,
     )
-    xy = np.asarray(reducer.fit_transform(x), dtype=np.float32)
+    with warnings.catch_warnings():  # "not an NNDescent object": ours serves transform
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        xy = np.asarray(reducer.fit_transform(x), dtype=np.float32)
     return _Reducer(pre, reducer), xy
 
 
-def warm_up(n: int = 4500, dim: int = 8) -> float:
-    """Compile UMAP's numba code (fit and transform) on small random data; returns seconds.
+class KnnIndex:
+    """Nearest neighbours (Euclidean) among fitted vectors, through a usearch HNSW graph.
 
-    ``n`` above 4096 makes UMAP use (and compile) pynndescent, as real scopes of that size do;
-    a smaller warm-up leaves most of the JIT to the first real fit. Costs 15–50 s once per
-    process (2 shared cores); later fits in the process skip it.
+    UMAP takes it as its ``knn_search_index``: ``transform`` calls :meth:`query`. Pickled with
+    the reducer without its graph, which is rebuilt on the first query after loading.
+    """
+
+    _angular_trees = False  # read by UMAP's transform
+
+    def __init__(self, data: NDArray[np.float32]) -> None:
+        self.data = np.ascontiguousarray(data, dtype=np.float32)
+        self._graph: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"data": self.data}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.data, self._graph = state["data"], None
+
+    def _index(self) -> Any:
+        if self._graph is None:
+            from usearch.index import Index
+
+            graph = Index(ndim=self.data.shape[1], metric="l2sq", dtype="f32", connectivity=16,
+                          expansion_add=64, expansion_search=64)  # fmt: skip
+            graph.add(np.arange(len(self.data), dtype=np.uint64), self.data, threads=0)
+            self._graph = graph
+        return self._graph
+
+    def _search(
+        self, x: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        graph = self._index()
+        graph.expansion_search = max(64, 2 * k)
+        found = graph.search(np.ascontiguousarray(x, dtype=np.float32), k, threads=0)
+        keys = np.asarray(found.keys, dtype=np.int64).reshape(len(x), -1)
+        dists = np.sqrt(np.maximum(np.asarray(found.distances, np.float32), 0)).reshape(len(x), -1)
+        return keys.astype(np.int32), dists.astype(np.float32)
+
+    def self_neighbours(self, k: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+        """Each fitted vector's ``k`` nearest, itself first at distance 0 (what UMAP expects)."""
+        keys, dists = self._search(self.data, k)
+        rows = np.arange(len(self.data), dtype=np.int32)
+        missing = keys[:, 0] != rows
+        if missing.any():  # the graph missed a point itself (duplicates): put it first
+            keys[missing, 1:] = keys[missing, :-1]
+            dists[missing, 1:] = dists[missing, :-1]
+            keys[missing, 0], dists[missing, 0] = rows[missing], 0.0
+        dists[:, 0] = 0.0
+        return keys, dists
+
+    def query(self, x: NDArray[np.floating], k: int, epsilon: float = 0.1
+              ) -> tuple[NDArray[np.int32], NDArray[np.float32]]:  # fmt: skip
+        """The ``k`` nearest fitted vectors of each row of ``x`` (UMAP's NNDescent interface)."""
+        return self._search(np.asarray(x, dtype=np.float32), k)
+
+
+# --- numba's JIT, once per install --------------------------------------------------------------
+_JIT_LOCK = threading.Lock()
+_WARM: dict[str, threading.Thread] = {}
+
+
+def jit_cache_dir() -> Path:
+    """Where numba keeps compiled UMAP code: ``SOFTMAP_JIT_CACHE_DIR``, else inside the virtual
+    environment (one per install), else beside the cache file."""
+    configured = get_settings().jit_cache_dir
+    if configured is not None:
+        return configured
+    if sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
+        return Path(sys.prefix) / "softmap-jit-cache"
+    return get_settings().db_path.parent / "jit-cache"
+
+
+def configure_jit_cache() -> Path | None:
+    """Point numba's on-disk cache at :func:`jit_cache_dir` (unless ``NUMBA_CACHE_DIR`` is set).
+
+    Must run before umap is imported (:func:`import_umap` calls it); returns the folder, or None
+    when it cannot be created (numba then compiles in every process, as before).
+    """
+    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or jit_cache_dir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        log.warning("No on-disk JIT cache (%s): UMAP compiles in every process", e)
+        return None
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    if "numba" in sys.modules:  # imported already: the locator reads the config, not the env
+        from numba.core import config
+
+        setattr(config, "CACHE_DIR", str(folder))  # noqa: B010  (untyped module)
+    return folder
+
+
+def import_umap() -> Any:
+    """umap, with numba's on-disk cache on for every jitted function of umap and pynndescent.
+
+    Most of umap's functions are ``@numba.njit()`` without ``cache=True``, so numba's cache alone
+    would not keep them: caching is enabled on each dispatcher before its first compilation.
+    """
+    with _JIT_LOCK:
+        if "umap" not in sys.modules:
+            configure_jit_cache()
+        import umap
+        import umap.layouts
+        import umap.spectral
+        import umap.umap_
+        from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
+
+        for name, module in list(sys.modules.items()):
+            if not name.startswith(("umap", "pynndescent")) or module is None:
+                continue
+            for value in list(vars(module).values()):
+                if isinstance(value, Dispatcher) and isinstance(
+                    getattr(value, "_cache", None), NullCache
+                ):
+                    try:
+                        value.enable_caching()
+                    except Exception:  # a function numba cannot cache (dynamic globals)
+                        continue
+        return umap
+
+
+def start_background_warm_up() -> threading.Thread:
+    """Warm UMAP up on a daemon thread, once per process (the app calls it at start).
+
+    The first time after install this compiles (and stores) the JIT code, 1–2 minutes on 2
+    cores; later it only loads the compiled code from disk, so the first fit a user asks for does
+    not wait for either.
+    """
+    with _JIT_LOCK:
+        thread = _WARM.get("warm")
+        if thread is None:
+            thread = threading.Thread(target=_quiet_warm_up, daemon=True, name="umap-warm-up")
+            _WARM["warm"] = thread
+            thread.start()
+    return thread
+
+
+def _quiet_warm_up() -> None:
+    try:
+        warm_up()
+    except Exception:  # a failed warm-up only means the first fit compiles
+        log.exception("UMAP warm-up failed")
+
+
+def warm_up(n: int = PRECOMPUTED_KNN_MIN + 404, dim: int = 8) -> float:
+    """Compile (or load from the on-disk cache) UMAP's numba code for fit and transform on small
+    random data; returns seconds.
+
+    ``n`` at :data:`PRECOMPUTED_KNN_MIN` or more takes the path real scopes of that size take
+    (precomputed neighbours); smaller ``n`` the small-data path. The first call after install
+    compiles (1–2 min on 2 cores) and stores the code; later processes load it in seconds.
     """
     start = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -190,6 +363,19 @@ def warm_up(n: int = 4500, dim: int = 8) -> float:
     reducer, _ = fit_reducer(x, params)
     reducer.transform(x[:8] + 0.01)
     return time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m backend.analysis.projection --warm-up``: compile UMAP's JIT code (``make
+    install`` runs it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Compile UMAP's numba code into the JIT cache.")
+    parser.add_argument("--warm-up", action="store_true", required=True)
+    parser.parse_args(argv)
+    seconds = warm_up()
+    print(f"UMAP JIT warmed in {seconds:.1f} s; cache: {os.environ.get('NUMBA_CACHE_DIR')}")
+    return 0
 
 
 def _ensure(cache: EmbeddingCache) -> bool:
@@ -349,3 +535,7 @@ def _write_points(
         cur.register("_points", table)
         cur.execute("INSERT OR REPLACE INTO projection_points SELECT * FROM _points")
         cur.unregister("_points")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
