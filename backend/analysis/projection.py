@@ -56,6 +56,8 @@ MIN_TILES = 4
 #: From this many tiles UMAP gets a precomputed HNSW neighbour graph (below, UMAP computes exact
 #: pairwise distances itself, as it does for small data).
 PRECOMPUTED_KNN_MIN = 4096
+#: Epochs of the SGD layout above 10k tiles when ``n_epochs`` is not given (UMAP's would be 200).
+LARGE_EPOCHS = 100
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS projections (
@@ -77,8 +79,10 @@ class ProjectionParams:
     Attributes:
         method: ``umap`` or ``pca`` (2-D PCA, instant).
         pca_dims: reduce to this many dimensions with PCA before UMAP (0 = no PCA first).
-        n_neighbors, min_dist, n_epochs: UMAP's (``n_epochs=None``: UMAP's default, 200 for
-            large data and 500 for small).
+        n_neighbors, min_dist, n_epochs: UMAP's (``n_epochs=None``: UMAP's default, 500, up to
+            10k tiles, and :data:`LARGE_EPOCHS` above, where UMAP would use 200: with the PCA
+            initialisation the layout has settled by then, and the epochs are most of a fit's
+            time; trustworthiness of both in ``bench/bench_projection.py``).
         seed: random state. A seed makes UMAP deterministic but single-threaded.
         refit_ratio: refit instead of ``transform`` when the new tiles outnumber this share of
             the fitted ones.
@@ -190,7 +194,7 @@ def fit_reducer(
         n_components=2,
         n_neighbors=n_neighbors,
         min_dist=params.min_dist,
-        n_epochs=params.n_epochs,
+        n_epochs=params.n_epochs if params.n_epochs or n <= 10_000 else LARGE_EPOCHS,
         init="pca",
         random_state=params.seed,
         n_jobs=1 if params.seed is not None else -1,
