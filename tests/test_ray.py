@@ -286,3 +286,67 @@ def test_cli_without_ray_says_how_to_install_it_in_one_line(
         "softmap: Ray not installed: --ray needs Ray Data, which is not installed here: "
         "pip install 'softmap[ray]'.\n"
     )
+
+
+def test_every_service_operation_that_embeds_gets_the_cluster_engine(tmp_path: Path) -> None:
+    from backend.service import EngineOptions, Workspace
+
+    ws = Workspace(_settings(tmp_path), tmp_path / "ws.duckdb")
+    engine = ws.engine("test-vit", EngineOptions(ray_address="local", ray_actors=2, batch_size=8))
+    assert isinstance(engine, RayEmbeddingEngine)
+    assert (engine.options.address, engine.options.actors, engine.batch_size) == (None, 2, 8)
+    assert engine._cluster is None  # joined only when tiles are due
+    remote = ws.engine("test-vit", EngineOptions(ray_address="ray://head:10001"))
+    assert isinstance(remote, RayEmbeddingEngine) and remote.options.address == "ray://head:10001"
+    assert not isinstance(ws.engine("test-vit", EngineOptions()), RayEmbeddingEngine)
+
+
+def test_read_tasks_read_cogs_over_http_range_requests(
+    virginia: SceneSource, small_region: Region, tmp_path: Path
+) -> None:
+    from backend.imagery.stac_items import configure_remote_gdal
+
+    from .stac_server import StacTestServer
+
+    configure_remote_gdal()  # as `softmap stac add` does; read tasks set it for themselves
+    server = StacTestServer(virginia.root).start()
+    try:
+        bands = [b.model_copy(update={"file": server.data_url(b.file)}) for b in virginia.bands]
+        remote = virginia.model_copy(update={"id": "test/virginia-http", "bands": bands})
+        model = create_model("test-vit")
+        with EmbeddingCache(tmp_path / "http.duckdb") as cache:
+            local = embed_region(
+                small_region,
+                virginia,
+                model,
+                cache,
+                settings=_settings(tmp_path),
+                engine=EmbeddingEngine(model, device="cpu", batch_size=8),
+            )
+            got = embed_region(
+                small_region,
+                remote,
+                model,
+                cache,
+                settings=_settings(tmp_path),
+                engine=RayEmbeddingEngine(model, RayOptions(actors=1, batch_size=8)),
+            )
+            (eset,) = cache.embedding_sets()
+            _, want = cache.embeddings(eset, list(local.tile_ids))
+            _, have = cache.embeddings(eset, list(got.tile_ids))
+    finally:
+        server.stop()
+    assert got.computed == local.computed == 16
+    assert [t.split("/", 2)[2] for t in got.tile_ids] == [
+        t.split("/", 2)[2] for t in local.tile_ids
+    ]
+    np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)
+    assert server.range_requests > 0 and server.full_requests == 0
+
+
+def test_an_address_where_nothing_listens_is_one_line_at_once() -> None:
+    from backend.embedding.ray_cluster import _check_reachable
+
+    with pytest.raises(ClusterError, match=r"at ray://127\.0\.0\.1:1: nothing answers there"):
+        _check_reachable("ray://127.0.0.1:1")
+    _check_reachable("auto")  # resolved by Ray itself

@@ -1,6 +1,6 @@
 """Ray plumbing for cluster embedding: join the cluster, size the pool, run one Ray Data job.
 
-    from_items(tiles) → map_batches(read tasks) → map_batches(model replicas, ActorPoolStrategy)
+    from_arrow(tiles) → map_batches(read tasks) → map_batches(model replicas, ActorPoolStrategy)
 
 Read tasks open the scenes where they run (paths every node can see, or URLs read by HTTP range
 requests) and read chips exactly as the local engine does. Each replica holds the model (shipped
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from numpy.typing import NDArray
 
 from backend.errors import ClusterError, RayUnavailableError, SoftMapError
 from backend.imagery.reader import PixelWindow, ResamplingName, SceneReader
 from backend.imagery.sources import SceneSource
+from backend.imagery.stac_items import configure_remote_gdal
 from backend.imagery.tiling import Tile
 from backend.models import EmbeddingModel
 from backend.models.inference import (
@@ -126,6 +128,8 @@ def connect(options: RayOptions) -> Any:
             # Worker tracebacks reach the user as one line through the exception instead.
             "log_to_driver": False,
         }
+        if options.address is not None:
+            _check_reachable(options.address)
         if options.address is None and options.num_cpus is not None:
             kwargs["num_cpus"] = options.num_cpus
         if options.address is None and options.object_store_memory is not None:
@@ -134,8 +138,9 @@ def connect(options: RayOptions) -> Any:
             ray.init(address=options.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
             where = options.address or os.environ.get("RAY_ADDRESS") or "this machine"
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
             raise ClusterError(
-                f"Cannot connect to the Ray cluster at {where}: {str(e).splitlines()[0]}. "
+                f"Cannot connect to the Ray cluster at {where}: {reason}. "
                 "Start one with `ray start --head` or pass its address to --ray."
             ) from e
     context = ray.data.DataContext.get_current()
@@ -146,6 +151,22 @@ def connect(options: RayOptions) -> Any:
     # Ray Data's own progress bars and notices would garble the driver's bar on stderr.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line, at once, where nothing listens at ``HOST:PORT`` (Ray would retry for
+    a minute and print its own warnings first)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ClusterError(
+            f"Cannot connect to the Ray cluster at {address}: nothing answers there "
+            f"({e.strerror or e}). Start one with `ray start --head` or check the address."
+        ) from e
 
 
 def plan_cluster(options: RayOptions, resources: dict[str, float]) -> ClusterPlan:
@@ -226,18 +247,18 @@ def run_cluster_job(
     A batch Ray retries after losing its actor may come back twice: only its first copy is
     handed on. Errors raised on workers surface here wrapped by Ray (see :func:`user_error`).
     """
-    rows = [
+    # Columns, not one dict per tile: a country's million tiles stay a few tens of MB.
+    tiles = [(i, t) for i, job in enumerate(jobs) for t in job.tiles]
+    table = pa.table(
         {
-            "job": i,
-            "tile_id": t.tile_id,
-            "col_off": t.window.col_off,
-            "row_off": t.window.row_off,
-            "size": t.window.width,
+            "job": pa.array([i for i, _ in tiles], type=pa.int32()),
+            "tile_id": [t.tile_id for _, t in tiles],
+            "col_off": pa.array([t.window.col_off for _, t in tiles], type=pa.int64()),
+            "row_off": pa.array([t.window.row_off for _, t in tiles], type=pa.int64()),
+            "size": pa.array([t.window.width for _, t in tiles], type=pa.int32()),
         }
-        for i, job in enumerate(jobs)
-        for t in job.tiles
-    ]
-    total = len(rows)
+    )
+    total = table.num_rows
     pending = [{t.tile_id for t in job.tiles} for job in jobs]
     spec = _ReadSpec(
         sources=[j.source.model_copy(update={"root": Path(j.source.root).resolve()}) for j in jobs],
@@ -248,7 +269,8 @@ def run_cluster_job(
     tally = ray.remote(num_cpus=0)(_tally_class()).remote()
     model_ref = ray.put(model.to("cpu"))
     data = ray.data
-    ds = data.from_items(rows, override_num_blocks=max(1, math.ceil(total / batch_size)))
+    # One block per batch, so read tasks run in parallel from the first batch on.
+    ds = data.from_arrow([table.slice(i, batch_size) for i in range(0, total, batch_size)])
     ds = ds.map_batches(
         _read_batch,
         fn_kwargs={"spec": spec},
@@ -310,6 +332,9 @@ class _ReadSpec:
 
 def _read_batch(batch: dict[str, NDArray[Any]], spec: _ReadSpec) -> dict[str, NDArray[Any]]:
     """A read task: raw chips ``[B, C, chip, chip]`` of a batch of tiles, as the engine reads."""
+    if any("://" in b.file for src in spec.sources for b in src.bands):
+        # A worker process starts with Ray's environment, not the driver's GDAL settings.
+        configure_remote_gdal()
     n = len(batch["tile_id"])
     size = int(batch["size"][0]) if n else 0
     chips = np.empty((n, len(spec.bands), size, size), dtype=np.float32)
