@@ -506,3 +506,71 @@ def test_a_click_in_my_classes_adds_a_label_that_survives_a_reload(browser: Brow
     assert "class=clicked" in page.url
     page.reload(wait_until="domcontentloaded")
     page.get_by_text("1 positive · 1 negative").wait_for(timeout=60_000)
+
+
+def ranks_in_view(frame: Frame) -> tuple[int, int]:
+    """(result numbers inside the visible map, all result numbers)."""
+    inside, total = frame.evaluate(
+        """() => {
+            const r = window.map.getContainer().getBoundingClientRect();
+            const ranks = [...document.querySelectorAll('.softmap-rank')];
+            const seen = ranks.filter(e => {
+                const b = e.getBoundingClientRect();
+                const x = b.left + b.width / 2, y = b.top + b.height / 2;
+                return x >= r.left && x <= r.right && y >= r.top && y <= r.bottom;
+            });
+            return [seen.length, ranks.length];
+        }"""
+    )
+    return int(inside), int(total)
+
+
+def test_similar_refits_the_map_when_a_negative_brings_results_from_elsewhere(
+    browser: Browser,
+) -> None:
+    page = browser.page
+    page.set_viewport_size({"width": 1400, "height": 1300})
+    # A second analysed region far from the first, so "This scene" finds tiles in both.
+    for bbox in ("-75.56,37.72,-75.53,37.745", REGION):
+        page.goto(
+            browser.url + f"?source=demo/virginia&model=test-vit&bbox={bbox}&analysed=1",
+            wait_until="domcontentloaded",
+        )
+        page.get_by_text("tiles analysed with test-vit").wait_for(timeout=120_000)
+    page.goto(
+        browser.url + f"?page=similar&source=demo/virginia&model=test-vit&bbox={REGION}"
+        "&analysed=1&q=demo/virginia/112/112/9_6&scope=source&sup=0&k=12",
+        wait_until="domcontentloaded",
+    )
+    page.get_by_role("button", name="Selected").wait_for(timeout=120_000)
+    wait_until_idle(page)
+    deadline, counts = time.monotonic() + 30, (0, 0)
+    while (counts[1] < 12 or counts[0] < counts[1]) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        counts = ranks_in_view(map_frame(page))
+    assert counts == (12, 12), f"results in view before: {counts}"
+    page.get_by_text("Add negative", exact=True).click()
+    wait_until_idle(page)
+    click_map_at(page, *ELSEWHERE)
+    page.get_by_text("but not like").wait_for(timeout=60_000)
+    wait_until_idle(page)
+    deadline, counts = time.monotonic() + 30, (0, 0)
+    while (counts[1] < 12 or counts[0] < counts[1]) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        counts = ranks_in_view(map_frame(page))
+    assert counts == (12, 12), f"results in view after the negative: {counts}"
+
+
+def test_a_page_link_through_the_root_logs_no_404(browser: Browser) -> None:
+    """``/?page=similar`` opens Similar places with no failed request (README: sub-page URLs)."""
+    page = browser.page
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(
+        browser.url + "?page=similar&source=demo/virginia&model=test-vit",
+        wait_until="domcontentloaded",
+    )
+    page.get_by_role("heading", name="Similar places").wait_for(timeout=60_000)
+    assert "/similar" in page.url
+    page.wait_for_timeout(3000)
+    assert failed == []
