@@ -2,10 +2,11 @@
 
 Real BigEarthNet-S1 patches are tested in ``test_s1_real.py`` (when ../shared/data is present);
 these tests build a SYNTHETIC but plausible scene on the bundled Brandenburg grid, to cover what
-the patches lack (a no-data edge, a larger area, linear power in one multi-band file): water (B08 < 800 DN in the S2 scene) gets
-VV −21 dB / VH −28 dB, land VV −13…−7 dB and VH −20…−14 dB rising with NDVI, then multiplicative
-gamma speckle (ENL 4.4, as IW GRD) in linear power. It is written as linear power and as dB, with
-a no-data strip along the left edge, as a real GRD footprint edge has.
+the patches lack (a no-data edge, a larger area, linear power in one multi-band file): water
+(B08 < 800 DN in the S2 scene) gets VV −21 dB / VH −28 dB, land VV −13…−7 dB and VH −20…−14 dB
+rising with NDVI, then multiplicative gamma speckle (ENL 4.4, as IW GRD) in linear power. It is
+written as linear power and as dB, with a no-data strip along the left edge, as a real GRD
+footprint edge has.
 """
 
 from __future__ import annotations
