@@ -122,6 +122,11 @@ def test_cli_goes_through_the_service_that_owns_the_cache(venv_bin: Path, tmp_pa
         other = softmap(venv_bin, "label", "list", "--db", str(db))
         assert other.returncode == 2
         assert "Cache database in use" in other.stderr and url in other.stderr
+        # A second service on the same cache is refused in one line naming the first.
+        second = softmap(venv_bin, "serve", "--db", str(db), "--port", "0")
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.startswith("softmap: Cannot start the service: A SoftMap service")
+        assert len(second.stderr.strip().splitlines()) == 1
         # --server / SOFTMAP_BACKEND_URL name a service explicitly.
         named = softmap(venv_bin, "--server", url, "runs", "--db", str(tmp_path / "other.duckdb"))
         assert named.returncode == 0 and f"via {url}" in named.stdout

@@ -302,18 +302,26 @@ class JobManager:
             job_id = self._queue.get()
             if job_id is None:
                 return
-            with self._lock:
-                job = self._jobs.get(job_id)
-                if job is None or job.state != "queued":
-                    continue
-                job.state = "running"
-                job.started_at = datetime.now(timezone.utc)
-                job.progress = JobProgress()
-                job.version += 1
-                self._current = job
+            try:
+                self._work_on(job_id)
+            except Exception:  # the queue must outlive any one job (a cache error persisting it)
+                _log.exception("Job %s could not be run or recorded", job_id)
+
+    def _work_on(self, job_id: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state != "queued":
+                return
+            job.state = "running"
+            job.started_at = datetime.now(timezone.utc)
+            job.progress = JobProgress()
+            job.version += 1
+            self._current = job
+        try:
             self._persist(job)
             self._notify()
             self._run(job)
+        finally:
             with self._lock:
                 self._current = None
             self._persist(job)

@@ -9,8 +9,10 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from backend.server.app import create_app
 from backend.server.config import ServerConfig
@@ -86,6 +88,7 @@ def serve(config: ServerConfig, settings: Settings | None = None) -> None:
         CacheLockedError: another process holds the cache (the service exits at start-up).
     """
     check_bind(config.host, config.token)
+    _check_cache_free(config, settings)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -103,6 +106,27 @@ def serve(config: ServerConfig, settings: Settings | None = None) -> None:
             "The service did not start (see the log above: is the cache in use?).",
             title="Cannot start the service",
         )
+
+
+def _check_cache_free(config: ServerConfig, settings: Settings | None) -> None:
+    """Fail in one line, before uvicorn starts, when another process holds the cache.
+
+    Raises:
+        SoftMapError: a service already serves it (named), or CacheLockedError.
+    """
+    from backend.errors import SoftMapError
+    from backend.server.locator import read_locator
+    from backend.settings import get_settings
+    from backend.store.cache import EmbeddingCache
+
+    db = Path(config.db_path or (settings or get_settings()).db_path)
+    found = read_locator(db)
+    if found is not None:
+        raise SoftMapError(
+            f"A SoftMap service (process {found.pid}) already serves {db} at {found.url}.",
+            title="Cannot start the service",
+        )
+    EmbeddingCache(db).close()  # CacheLockedError names whoever else holds it
 
 
 def start_in_thread(
@@ -152,7 +176,11 @@ def serve_workspace(workspace: Workspace) -> Running | None:
 
     if os.environ.get("SOFTMAP_APP_SERVICE", "1").strip().lower() in ("0", "false", "no"):
         return None
-    base = ServerConfig()
+    try:
+        base = ServerConfig()
+    except ValidationError as e:
+        logging.getLogger(__name__).warning("No service for the CLI: SOFTMAP_SERVER_*: %s", e)
+        return None
     port = base.port if "SOFTMAP_SERVER_PORT" in os.environ else 0
     config = base.model_copy(update={"port": port, "db_path": workspace.db_path})
     try:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from backend.cli.common import add_db_option
+from backend.cli.common import add_db_option, invalid
 
 ORDER = 90
 
@@ -15,10 +15,11 @@ def register(sub: Any) -> None:
     s = sub.add_parser(
         "serve",
         help="serve the HTTP API (OpenAPI docs at /docs); other softmap commands find it",
-        description="Run SoftMap as a service that owns the cache file and the models: the "
-        "app (SOFTMAP_BACKEND_URL), notebooks and scripts call it over HTTP, and `softmap "
-        "runs/embed/search` on the same --db go through it. Long work runs as resumable "
-        "jobs. Loopback only unless --host is given with a --token.",
+        description="Run SoftMap as a service that owns the cache file and the models: "
+        "notebooks, scripts and other machines call it over HTTP (backend.client), and "
+        "`softmap runs/embed/search` on the same --db go through it. Long work runs as "
+        "resumable jobs. Loopback only unless --host is given with a --token. See "
+        "docs/service.md.",
     )
     s.add_argument("--host", help="bind address (default 127.0.0.1; others need --token)")
     s.add_argument("--port", type=int, help="port (default 8600; 0 = any free port)")
@@ -36,10 +37,18 @@ def register(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from backend.errors import ConfigurationError
     from backend.server.config import ServerConfig
     from backend.server.run import serve
 
-    config = ServerConfig()
+    try:
+        config = ServerConfig()
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = "SOFTMAP_SERVER_" + str(first["loc"][-1]).upper() if first["loc"] else "settings"
+        raise ConfigurationError(f"{name}: {first['msg']}.") from None
     updates: dict[str, Any] = {}
     if args.host is not None:
         updates["host"] = args.host
@@ -53,6 +62,11 @@ def _serve(args: argparse.Namespace) -> int:
         updates["db_path"] = args.db
     if args.no_resume:
         updates["resume_interrupted"] = False
-    config = ServerConfig.model_validate({**config.model_dump(), **updates})
+    try:
+        config = ServerConfig.model_validate({**config.model_dump(), **updates})
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = str(first["loc"][-1]).replace("_", "-") if first["loc"] else "options"
+        raise invalid(f"--{name}: {first['msg']}.") from None
     serve(config)
     return 0
