@@ -16,6 +16,7 @@ from backend.search.query import search
 from backend.store.cache import EmbeddingCache
 from backend.store.parquet_sets import (
     attach_parquet_sets,
+    cache_part_name,
     parquet_sets,
     partition_path,
     write_parquet_set,
@@ -31,7 +32,8 @@ def test_written_geoparquet_is_partitioned_and_self_describing(
         (eset,) = cache.embedding_sets()
         ids, vectors = cache.embeddings(eset)
         tiles = {t["tile_id"]: t for t in cache.tiles(ids)}
-    path = partition_path(out, "demo/virginia", "test-vit", eset.preprocessing_hash)
+        part = cache_part_name(cache)
+    path = partition_path(out, "demo/virginia", "test-vit", eset.preprocessing_hash, part)
     assert info.files == (str(path),) and info.rows == 16 and info.dim == 48
     assert (
         path.parent.parent.name == "source=demo%2Fvirginia" and path.parent.name == "model=test-vit"
@@ -92,3 +94,19 @@ def test_mistakes_are_one_line(embedded_db: Path, tmp_path: Path) -> None:
             attach_parquet_sets(cache, tmp_path / "empty")
         with pytest.raises(CacheError, match="already holds its own test-vit embeddings"):
             attach_parquet_sets(cache, tmp_path / "sets")
+
+
+def test_caches_write_side_by_side_and_shared_tiles_count_once(
+    embedded_db: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sets"
+    other = tmp_path / "other.duckdb"  # another run whose region shared every tile
+    other.write_bytes(embedded_db.read_bytes())
+    for db in (embedded_db, other):
+        with EmbeddingCache(db, read_only=True) as cache:
+            write_parquet_set(cache, "test-vit", out)
+    assert len(list(out.rglob("*.parquet"))) == 2
+    with EmbeddingCache(tmp_path / "attached.duckdb") as cache:
+        (info,) = attach_parquet_sets(cache, out)
+        ids, _ = cache.embeddings(cache.embedding_sets()[0])
+    assert info.rows == 16 and len(ids) == len(set(ids)) == 16 and len(info.files) == 2

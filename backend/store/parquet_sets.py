@@ -1,8 +1,9 @@
 """Embedding sets as partitioned GeoParquet, for outputs too big for one DuckDB file.
 
 :func:`write_parquet_set` writes a model's embeddings under
-``<root>/source=<id>/model=<id>/<preprocessing hash>.parquet`` (Hive partitions; ids are
-URL-quoted, so ``demo/virginia`` is ``demo%2Fvirginia``). Each row is one tile: its id, vector
+``<root>/source=<id>/model=<id>/<preprocessing hash>-<cache>.parquet`` (Hive partitions; ids
+are URL-quoted, so ``demo/virginia`` is ``demo%2Fvirginia``; several caches write side by
+side). Each row is one tile: its id, vector
 (``FLOAT[D]``), grid position, quality fractions, lon/lat bounds and footprint, both as WKB
 ``geometry`` (GeoParquet 1.1 ``geo`` metadata, lon/lat) and as the GeoJSON text the cache
 stores. The file's ``softmap`` metadata carries the model, the preprocessing hash and
@@ -16,6 +17,7 @@ copying the vectors. An attached set is read-only: embed new tiles into another 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,14 +79,25 @@ class ParquetSetInfo:
         }
 
 
-def partition_path(root: Path, source_id: str, model_id: str, preprocessing_hash: str) -> Path:
-    """Where one source's embeddings of one set live."""
+def partition_path(
+    root: Path, source_id: str, model_id: str, preprocessing_hash: str, part: str
+) -> Path:
+    """Where one cache's embeddings of one source and set live.
+
+    ``part`` names the cache that wrote the file, so caches that embedded different parts of a
+    source (a region split over several runs) write side by side instead of over each other.
+    """
     return (
         root
         / f"source={quote(source_id, safe='')}"
         / f"model={quote(model_id, safe='')}"
-        / f"{preprocessing_hash}.parquet"
+        / f"{preprocessing_hash}-{part}.parquet"
     )
+
+
+def cache_part_name(cache: EmbeddingCache) -> str:
+    """A short stable name for the cache file that writes a partition."""
+    return hashlib.sha1(str(cache.path.resolve()).encode()).hexdigest()[:10]
 
 
 def write_parquet_set(
@@ -127,7 +140,9 @@ def write_parquet_set(
     files: list[str] = []
     total = 0
     for source_id in chosen:
-        path = partition_path(out, source_id, model_id, eset.preprocessing_hash)
+        path = partition_path(
+            out, source_id, model_id, eset.preprocessing_hash, cache_part_name(cache)
+        )
         total += _write_source(cache, eset, source_id, preprocessing, path, rows_per_group)
         files.append(str(path))
     return ParquetSetInfo(
@@ -304,16 +319,23 @@ def _attach_one(
             )  # fmt: skip
         view = f"embeddings_pq_{int(set_id)}"
         listing = "[" + ", ".join(_sql_text(f) for f in files) + "]"
+        source = f"read_parquet({listing}, hive_partitioning = false)"
+        (copies,) = cur.execute(
+            f"SELECT count(*) - count(DISTINCT tile_id) FROM {source}"
+        ).fetchone() or (0,)
+        if copies:
+            # Caches whose regions touched wrote their shared edge tiles twice (same vectors):
+            # the view keeps one row per tile, at the cost of a pass per query.
+            source = f"(SELECT DISTINCT ON (tile_id) * FROM {source} ORDER BY tile_id)"
         cur.execute(
             f"""CREATE OR REPLACE VIEW {view} AS SELECT tile_id, model_id, preprocessing_hash,
-            vector::FLOAT[{dim}] AS vector, run_id, created_at
-            FROM read_parquet({listing}, hive_partitioning = false)"""
+            vector::FLOAT[{dim}] AS vector, run_id, created_at FROM {source}"""
         )
         for _, m in entries:
             _insert_source(cur, m.get("source") or {})
         columns = ", ".join(f'"{c}"' for c in ("tile_id", "source_id", *_TILE_COLUMNS))
         cur.execute(
-            f"""INSERT INTO tiles ({columns}) SELECT {columns}
+            f"""INSERT INTO tiles ({columns}) SELECT DISTINCT ON (tile_id) {columns}
             FROM read_parquet({listing}, hive_partitioning = false)
             ON CONFLICT (tile_id) DO NOTHING"""
         )
@@ -391,6 +413,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ParquetSetInfo",
     "attach_parquet_sets",
+    "cache_part_name",
     "parquet_sets",
     "partition_path",
     "read_set_metadata",
