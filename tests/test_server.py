@@ -76,7 +76,10 @@ def test_health_docs_models_sources(client: TestClient) -> None:
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["device"] == "cpu" and h["auth"] is False
     assert client.get("/health/live").json() == {"status": "ok"}
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn." not in docs.text  # offline: Swagger UI's files are served here
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/embed", "/jobs/{job_id}", "/jobs/{job_id}/events", "/search", "/classify"):
         assert path in paths

@@ -7,11 +7,16 @@ the cache when the service knows its URL (see ``backend.server.run``).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from backend import __version__
 from backend.server.config import ServerConfig
@@ -40,6 +45,33 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         (422, "invalid request, region, imagery or option"),
     )
 }
+
+
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files from the ``swagger-ui-py`` wheel: /docs then works offline (FastAPI's
+    own /docs loads them from a CDN)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+_SWAGGER_ASSETS = _swagger_assets()
+
+
+def _offline_docs(app: FastAPI, assets: Path) -> None:
+    app.mount("/docs/assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
 
 def create_app(
@@ -87,7 +119,10 @@ def create_app(
         'Every error is `{"title", "message"}`.',
         lifespan=lifespan,
         responses=_ERRORS,
+        docs_url=None if _SWAGGER_ASSETS else "/docs",
     )
+    if _SWAGGER_ASSETS is not None:
+        _offline_docs(app, _SWAGGER_ASSETS)
     app.state.softmap = state
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
