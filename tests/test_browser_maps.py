@@ -147,11 +147,20 @@ def contains(view: tuple[float, ...], bbox: str) -> bool:
 
 
 def analyse(page: Page, bbox: str) -> None:
+    """Type the region, wait until the page shows it, press Analyse, wait for the new analysis.
+
+    The success line of the previous analysis may still be on the page: wait for the rerun that
+    the click starts to finish before reading the map.
+    """
     field = page.get_by_label("Region as W,S,E,N", exact=False)
     field.fill(bbox)
     field.press("Enter")
-    page.wait_for_timeout(1500)
+    w, s, e, n = (float(v) for v in bbox.split(","))
+    page.get_by_text(f"Region: {w:.4f},{s:.4f},{e:.4f},{n:.4f}").wait_for(timeout=60_000)
+    wait_until_idle(page)
     page.get_by_role("button", name="Analyse").click()
+    page.wait_for_timeout(1000)
+    wait_until_idle(page, timeout_s=120)
     page.get_by_text("tiles analysed with test-vit").wait_for(timeout=120_000)
 
 
