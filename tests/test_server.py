@@ -268,6 +268,10 @@ def test_search_get_and_post(client: TestClient, embedded: dict[str, Any]) -> No
     assert_error(client.get("/search", params={"model": "nope", "tile": tile}), 404)
     assert_error(client.get("/search", params={"model": MODEL, "tile": "demo/x/1/1/0_0"}), 404)
     assert_error(client.get("/search", params={"model": MODEL, "tile": tile, "k": 0}), 422)
+    records = client.get("/tiles", params={"id": embedded["result"]["tile_ids"][:3]}).json()
+    assert [r["tile_id"] for r in records["tiles"]] == embedded["result"]["tile_ids"][:3]
+    assert records["tiles"][0]["footprint"]["type"] == "Polygon"
+    assert_error(client.get("/tiles"), 400, "Invalid query")
 
 
 def test_classes_projection_and_exports(client: TestClient, embedded: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -9,10 +10,13 @@ from fastapi import APIRouter, Query
 from backend import service
 from backend.errors import SoftMapError
 from backend.server.deps import State
-from backend.server.schemas import SearchOut, SearchRequest
+from backend.server.schemas import Payload, SearchOut, SearchRequest
 from backend.server.state import ServiceState
 
 router = APIRouter(tags=["search"])
+
+#: Tile records one ``GET /tiles`` returns at most.
+MAX_TILES = 5000
 
 
 def run_search(state: ServiceState, body: SearchRequest) -> SearchOut:
@@ -33,6 +37,25 @@ def run_search(state: ServiceState, body: SearchRequest) -> SearchOut:
     if req.scope == "region" and req.region is None:
         raise SoftMapError("scope 'region' needs a region.", title="Invalid query")
     return SearchOut.model_validate(service.find_similar(state.workspace, req).to_json())
+
+
+@router.get("/tiles", response_model=Payload)
+def tiles(
+    state: State, id: Annotated[list[str] | None, Query(description="tile id")] = None
+) -> Payload:
+    """Cached tiles' records (source, grid position, lon/lat footprint, quality), as asked."""
+    ids = id or []
+    if not ids or len(ids) > MAX_TILES:
+        raise SoftMapError(
+            f"Ask for 1 to {MAX_TILES} tiles (id=…, repeated).", title="Invalid query"
+        )
+    records = service.tile_records(state.workspace, ids)
+    # The footprint is stored as GeoJSON text; clients get the object.
+    out = [
+        {**r, "footprint": json.loads(r["footprint"])} if isinstance(r.get("footprint"), str) else r
+        for r in records
+    ]
+    return Payload(tiles=out)
 
 
 @router.post("/search", response_model=SearchOut)
