@@ -205,3 +205,23 @@ def test_the_map_and_the_list_as_files(db: Path, tmp_path: Path) -> None:
     assert {r["before_tile"] for r in rows[:4]} == CHANGED
     with pytest.raises(ChangeError, match=r"\.geojson or \.csv"):
         change.write_list(tmp_path / "c.xlsx")
+
+
+def test_softmap_change_writes_the_ranked_list(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backend.cli import main
+
+    out = tmp_path / "list.geojson"
+    argv = ["change", "--before", "demo/virginia", "--after", SOURCE_ID, "--bbox",
+            VIRGINIA_SMALL_BBOX, "--model", "test-vit", "--db", str(db), "--list", str(out),
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["list"] == str(out) and payload["computed"] == 32
+    features = json.loads(out.read_text())["features"]
+    assert {f["id"] for f in features[:4]} == CHANGED
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one line, status 2
+        main([*argv[:-3], "--list", str(tmp_path / "list.xlsx")])
+    assert exit_info.value.code == 2
+    assert "write one of: .geojson, .csv" in capsys.readouterr().err

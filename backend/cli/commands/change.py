@@ -42,13 +42,20 @@ def register(sub: Any) -> None:
     c.add_argument(
         "--out", type=output_file(".tif", ".tiff"), help="write the distance map as a COG (.tif)"
     )
+    c.add_argument(
+        "--list",
+        type=output_file(".geojson", ".csv"),
+        help="write every matched tile, most changed first (.geojson with footprints, or .csv)",
+    )
     add_db_option(c)
     add_json_option(c)
     c.set_defaults(handler=_change)
 
 
 def _change(args: argparse.Namespace) -> int:
-    from backend.service import ChangeRequest, detect_region_change
+    from dataclasses import replace
+
+    from backend.service import ChangeRequest, compare_dates, detect_region_change
 
     if args.k < 1:
         raise invalid("--k must be at least 1.")
@@ -64,8 +71,19 @@ def _change(args: argparse.Namespace) -> int:
         k=args.k,
         out=args.out,
     )
-    result = detect_region_change(workspace(args), req)
-    payload = result.to_json()
+    listed = None
+    if args.list is not None:
+        # The Change page's operation: the region clipped to the overlap, every pair ranked.
+        change = compare_dates(workspace(args), req.model_copy(update={"out": None}))
+        result = change.result
+        if args.out is not None:
+            change.write_map(args.out)
+            result = replace(result, out=str(args.out))
+        listed = str(change.write_list(args.list))
+        result = replace(result, computed=change.computed, cached=change.cached)
+    else:
+        result = detect_region_change(workspace(args), req)
+    payload = {**result.to_json(), **({"list": listed} if listed else {})}
     if args.json:
         print_json(payload)
         return 0
@@ -74,6 +92,7 @@ def _change(args: argparse.Namespace) -> int:
         f"{len(result.pairs)} tile pairs ({result.matching} matching) of {result.before} → "
         f"{result.after} with {result.model}: mean distance {d['mean']:.4f}, max {d['max']:.4f}"
         + (f"; map → {result.out}" if result.out else "")
+        + (f"; list → {listed}" if listed else "")
     )
     rows = [
         (str(t.rank), t.before_tile, f"{t.lon:.5f}", f"{t.lat:.5f}", f"{t.distance:.4f}")
