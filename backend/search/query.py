@@ -197,7 +197,8 @@ def scope_tile_ids(cache: EmbeddingCache, eset: EmbeddingSet, scope: Scope) -> l
     with cache.cursor() as cur:
         rows = cur.execute(f"{sql} WHERE {' AND '.join(where)}", params).fetchall()
     if scope.kind == "region" and scope.region is not None and rows:
-        shapes = np.array([shape(json.loads(r[1])) for r in rows], dtype=object)
+        # GEOS parses the GeoJSON in one vectorised call: 900 footprints in ms, not a second.
+        shapes = shapely.from_geojson(np.array([r[1] for r in rows], dtype=object))
         hits = shapely.intersects(shapes, scope.region.geometry)
         rows = [r for r, hit in zip(rows, hits, strict=True) if hit]
     return [r[0] for r in rows]
@@ -374,22 +375,27 @@ def _ranked(
         ids = [index.ids[r] for r in found.rows]
         records = {r["tile_id"]: r for r in cache.tiles(ids)}
         kept: list[tuple[str, float]] = []
-        kept_shapes: list[Any] = []
         suppressed = 0
         exhausted = False
-        for tile_id, score in zip(ids, scores, strict=True):
+        if suppress:  # footprints parsed at once; exact tests only where bounding boxes meet
+            geoms = shapely.from_geojson(
+                np.array(
+                    [records[t]["footprint"] if t in records else None for t in ids], dtype=object
+                )
+            )
+            boxes = shapely.bounds(geoms)
+            kept_rows: list[int] = []
+        for i, (tile_id, score) in enumerate(zip(ids, scores, strict=True)):
             if threshold is not None and score < threshold:
                 exhausted = True  # scores only fall from here
                 break
-            rec = records.get(tile_id)
-            if rec is None:
+            if tile_id not in records:
                 continue
             if suppress:
-                geom = shape(json.loads(rec["footprint"]))
-                if any(geom.intersects(g) for g in kept_shapes):
+                if kept_rows and _touches_kept(i, kept_rows, geoms, boxes):
                     suppressed += 1
                     continue
-                kept_shapes.append(geom)
+                kept_rows.append(i)
             kept.append((tile_id, float(score)))
             if len(kept) == k:
                 break
@@ -409,3 +415,15 @@ def _ranked(
         for i, (t, s) in enumerate(kept)
     ]
     return results, suppressed, found.engine
+
+
+def _touches_kept(i: int, kept: list[int], geoms: NDArray[Any], boxes: NDArray[np.float64]
+                  ) -> bool:  # fmt: skip
+    """Whether footprint ``i`` touches any kept footprint (bounding boxes first, then GEOS)."""
+    k = boxes[kept]
+    b = boxes[i]
+    near = (k[:, 0] <= b[2]) & (k[:, 2] >= b[0]) & (k[:, 1] <= b[3]) & (k[:, 3] >= b[1])
+    if not near.any():
+        return False
+    others = geoms[np.asarray(kept)[near]]
+    return bool(shapely.intersects(others, geoms[i]).any())
