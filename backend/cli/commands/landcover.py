@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from backend.cli.common import (
@@ -32,7 +33,9 @@ ORDER = 20
 
 _USAGE = """softmap landcover --source ID (--bbox W,S,E,N | --aoi FILE) --model ID [--head ID]
                          [--out PATH.tif] [--no-tokens] [--db PATH] [--json]
-       softmap landcover fit --source ID --model ID [--labels PATH --mapping NAME]
+       softmap landcover fit --source ID --model ID [--labels PATH --mapping NAME |
+                         --labels worldcover]
+       softmap landcover fit --labels reference --model ID [--source ID] [--bundle]
                          [--bbox W,S,E,N | --aoi FILE] [--bundle] [--db PATH] [--json]
        softmap landcover heads [--model ID] [--db PATH] [--json]"""
 
@@ -58,7 +61,11 @@ def register(sub: Any) -> None:
                    help="write the map as a Cloud-Optimized GeoTIFF")  # fmt: skip
     p.add_argument("--no-tokens", action="store_true", help="tile-level map only (no sub-tile)")
     p.add_argument(
-        "--labels", type=input_file, help="fit: a categorical land-cover raster (any CRS)"
+        "--labels",
+        type=_labels_arg,
+        help="fit: a categorical land-cover raster (any CRS), `reference` (the bundled scenes' "
+        "reference polygons, spectral rules and land-use raster) or `worldcover` (ESA WorldCover "
+        "10 m v200 over HTTP for the region)",
     )
     p.add_argument("--mapping", help="fit: class mapping of --labels (e.g. esa-worldcover)")
     p.add_argument("--min-labelled", type=fraction, help="fit: minimum labelled share of a tile")
@@ -74,7 +81,7 @@ def register(sub: Any) -> None:
 def _landcover(args: argparse.Namespace) -> int:
     if args.action == "heads":
         return _heads(args)
-    if not args.source:
+    if not args.source and not (args.action == "fit" and args.labels == "reference"):
         raise invalid(f"softmap landcover {args.action} needs --source ID.")
     if not args.model:
         raise invalid(f"softmap landcover {args.action} needs --model ID.")
@@ -147,11 +154,22 @@ def _map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels_arg(value: str) -> str | Path:
+    """``reference``, ``worldcover`` or an existing raster file."""
+    return value if value in ("reference", "worldcover") else input_file(value)
+
+
 def _fit(args: argparse.Namespace) -> int:
     from backend.service import FitHeadRequest, fit_landcover_head
 
     if args.head or args.out:
         raise invalid("--head and --out belong to the map form, not `fit`.")
+    if args.labels == "reference":
+        return _fit_reference(args)
+    if args.labels == "worldcover":
+        if args.mapping not in (None, "esa-worldcover"):
+            raise invalid("--labels worldcover uses the esa-worldcover mapping.")
+        args.mapping = "esa-worldcover"
     if args.labels and not args.mapping:
         raise invalid("--labels needs --mapping NAME (e.g. esa-worldcover, dynamic-world).")
     if args.min_labelled is not None and not 0 < args.min_labelled <= 1:
@@ -171,7 +189,21 @@ def _fit(args: argparse.Namespace) -> int:
         **fields,
     )
     with ProgressBar(disable=args.quiet) as bar:
-        result = fit_landcover_head(workspace(args), req, progress=bar.update)
+        if args.labels == "worldcover":
+            from backend.service.landcover import WorldCoverFitRequest, fit_worldcover_head
+
+            wreq = request(
+                WorldCoverFitRequest,
+                source=args.source,
+                model=args.model,
+                region=region_of(args),
+                bundle=args.bundle,
+                engine=engine_options(args),
+                **fields,
+            )
+            result = fit_worldcover_head(workspace(args), wreq, progress=bar.update)
+        else:
+            result = fit_landcover_head(workspace(args), req, progress=bar.update)
     if args.json:
         print_json(result.to_json())
         return 0
@@ -196,6 +228,42 @@ def _fit(args: argparse.Namespace) -> int:
     ]
     print("held-out evaluation (spatially blocked):")
     print_table(("LEVEL", "TRAIN", "TEST", "mAP", "TOP1", "PRIOR_TOP1", "KL"), rows)
+    return 0
+
+
+def _fit_reference(args: argparse.Namespace) -> int:
+    from backend.service.landcover import ReferenceFitRequest, fit_reference_landcover_head
+
+    if args.mapping:
+        raise invalid("--labels reference has its own classes; drop --mapping.")
+    fields: dict[str, Any] = {"sources": [args.source]} if args.source else {}
+    req = request(
+        ReferenceFitRequest,
+        model=args.model,
+        bundle=args.bundle,
+        engine=engine_options(args),
+        **fields,
+    )
+    with ProgressBar(disable=args.quiet) as bar:
+        result = fit_reference_landcover_head(workspace(args), req, progress=bar.update)
+    info = result.head.info()
+    if args.json:
+        print_json({**info, "stored": result.stored, "seconds": round(result.seconds, 1)})
+        return 0
+    t = info["training"]
+    print(
+        f"head {info['head_id']} for {info['model_id']} on {', '.join(result.scenes)} "
+        f"({t['features']}; {t['labelled_tiles']} labelled tiles, {t['labelled_tokens']} "
+        f"labelled cells), {result.seconds:.1f} s → {result.stored}"
+    )
+    rows = [
+        (level, str(m["n_train"]), str(m["n_test"]), _fmt(m["mAP"]), _fmt(m["top1"]),
+         _fmt(m["baseline_top1"]), _fmt(m["kl"]))
+        for level, m in info["metrics"].items()
+    ]  # fmt: skip
+    print("held-out evaluation (reference polygons of the eval blocks):")
+    print_table(("LEVEL", "TRAIN", "TEST", "mAP", "TOP1", "PRIOR_TOP1", "KL"), rows)
+    print("pixel accuracy per class: softmap eval landcover")
     return 0
 
 
