@@ -143,7 +143,7 @@ def change_legend(change: ChangeMap) -> str:
         "Change score",
         list(RAMP),
         ("0 (same)", f"{top:.3g}"),
-        "cosine distance of the embeddings, 1 − cos; outlined and numbered: the most changed",
+        "1 − cos of the two dates' embeddings; numbered: most changed",
     )
 
 
@@ -181,7 +181,7 @@ def add_change_layer(m: folium.Map, change: ChangeMap, k: int, *, show: bool = T
             tooltip=f"#{t.rank}: {t.distance:.4f}",
         ).add_to(group)
     group.add_to(m)
-    add_legend(m, change_legend(change))
+    add_legend(m, change_legend(change), position="topright")
 
 
 RANK_CSS = (
