@@ -1,5 +1,6 @@
 """Eight clients at once against one service: each embeds its own region with ``test-vit`` and
-then searches, while the others' jobs run; bounded to well under a minute of traffic."""
+then searches, while the others' jobs run and a ninth labels, classifies and projects; bounded to
+well under a minute of traffic."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_eight_clients_embed_and_search_at_once(venv_bin: Path, tmp_path: Path) 
     db = tmp_path / "cache.duckdb"
     problems: list[str] = []
     results: dict[int, dict[str, Any]] = {}
-    counts = {"search": 0, "health": 0, "poll": 0}
+    counts = {"search": 0, "health": 0, "poll": 0, "writes": 0}
     lock = threading.Lock()
     finished = threading.Event()
     start_gate = threading.Barrier(len(REGIONS))
@@ -86,8 +87,33 @@ def test_eight_clients_embed_and_search_at_once(venv_bin: Path, tmp_path: Path) 
                 with lock:
                     counts["search"] += 1
 
+    def labeller(url: str) -> None:
+        """Small writes (labels, a classifier, a projection) while the others' jobs run."""
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while 0 not in results and not finished.is_set():
+                time.sleep(0.1)
+            if 0 not in results:
+                return
+            ids = results[0]["tile_ids"]
+            scope = {"model": MODEL, "region": {"bbox": REGIONS[0][1]}}
+            calls = [
+                ("/classes/probe/labels", {"tiles": ids[:3]}),
+                ("/classes/probe/labels", {"tiles": ids[-3:], "negative": True}),
+                ("/classify", {"name": "probe", "scope": scope}),
+                ("/projection", {"scope": scope, "method": "pca", "refit": True}),
+            ]
+            while not finished.is_set():
+                for path, body in calls:
+                    r = http.post(path, json=body)
+                    if r.status_code != 200:
+                        problems.append(f"labeller: {path} {r.status_code} {r.text}")
+                        return
+                    with lock:
+                        counts["writes"] += 1
+
     with service(venv_bin, db) as (_, url):
         threads = [threading.Thread(target=client, args=(i, url)) for i in range(len(REGIONS))]
+        threads.append(threading.Thread(target=labeller, args=(url,)))
         t0 = time.monotonic()
         for t in threads:
             t.start()
@@ -107,7 +133,7 @@ def test_eight_clients_embed_and_search_at_once(venv_bin: Path, tmp_path: Path) 
 
     print(f"\n8 clients: {counts} requests in {elapsed:.1f} s")
     assert elapsed < DEADLINE_S + 60
-    assert counts["search"] >= len(REGIONS)
+    assert counts["search"] >= len(REGIONS) and counts["writes"] > 0
     tile_sets = [set(r["tile_ids"]) for r in results.values()]
     union = set().union(*tile_sets)
     assert sum(len(s) for s in tile_sets) == len(union)  # the regions share no tile
