@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,6 +67,7 @@ def _rows_per_tile(db: Path) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+@pytest.mark.slow
 def test_two_sources_through_ray_equal_the_local_path_resume_and_rerun_nothing(
     virginia: SceneSource, small_region: Region, tmp_path: Path
 ) -> None:
@@ -128,6 +130,7 @@ def test_two_sources_through_ray_equal_the_local_path_resume_and_rerun_nothing(
     assert {json.loads(r["params"])["precision"] for r in runs} == {"fp32"}
 
 
+@pytest.mark.slow
 def test_killing_a_replica_mid_run_still_writes_every_tile_once(
     virginia: SceneSource, tmp_path: Path
 ) -> None:
@@ -249,6 +252,7 @@ def test_a_bad_region_is_refused_before_joining_a_cluster(
                      settings=_settings(tmp_path), engine=RayEmbeddingEngine(model))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_embeds_on_the_test_cluster_with_a_progress_bar_showing_workers(
     venv_bin: Path, tmp_path: Path
 ) -> None:
@@ -301,6 +305,7 @@ def test_every_service_operation_that_embeds_gets_the_cluster_engine(tmp_path: P
     assert not isinstance(ws.engine("test-vit", EngineOptions()), RayEmbeddingEngine)
 
 
+@pytest.mark.slow
 def test_read_tasks_read_cogs_over_http_range_requests(
     virginia: SceneSource, small_region: Region, tmp_path: Path
 ) -> None:
@@ -350,3 +355,34 @@ def test_an_address_where_nothing_listens_is_one_line_at_once() -> None:
     with pytest.raises(ClusterError, match=r"at ray://127\.0\.0\.1:1: nothing answers there"):
         _check_reachable("ray://127.0.0.1:1")
     _check_reachable("auto")  # resolved by Ray itself
+
+
+@pytest.mark.slow
+def test_a_land_cover_map_through_ray_equals_the_local_one(tmp_path: Path) -> None:
+    from backend.service import (
+        EngineOptions,
+        LandCoverRequest,
+        RegionSpec,
+        Workspace,
+        map_landcover,
+    )
+
+    def land_cover(db: str, engine: EngineOptions) -> Any:
+        ws = Workspace(_settings(tmp_path), tmp_path / db)
+        req = LandCoverRequest(source="demo/virginia", region=RegionSpec(bbox=VIRGINIA_SMALL_BBOX),
+                               model="test-vit", engine=engine)  # fmt: skip
+        return map_landcover(ws, req)
+
+    local = land_cover("local.duckdb", EngineOptions(device="cpu", batch_size=8))
+    on_ray = land_cover("ray.duckdb", EngineOptions(ray_address="local", ray_actors=1,
+                                                    batch_size=8))  # fmt: skip
+    assert on_ray.tile_ids == local.tile_ids and on_ray.embed.device == "ray (1 x 2 CPU threads)"
+    assert on_ray.embed.computed == 16
+    np.testing.assert_allclose(on_ray.probabilities, local.probabilities, rtol=1e-4, atol=1e-5)
+    if local.token_probabilities is not None:
+        assert on_ray.token_probabilities is not None
+        np.testing.assert_allclose(on_ray.token_probabilities, local.token_probabilities,
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
+    assert [a.expected_km2 for a in on_ray.areas] == pytest.approx(
+        [a.expected_km2 for a in local.areas], rel=1e-4, abs=1e-6
+    )
