@@ -99,3 +99,12 @@ def test_bundled_heads_record_the_preprocessing_they_hash() -> None:
         head = resolve_head(None, model, None, Settings(offline=True))
         blob = json.dumps(head.training["preprocessing"], sort_keys=True).encode()
         assert hashlib.sha256(blob).hexdigest()[:16] == head.preprocessing_hash
+
+
+@pytest.mark.parametrize("where", ["/proc/softmap/c.duckdb", "{file}/c.duckdb"])
+def test_cache_folder_that_cannot_be_created_is_one_error(tmp_path: Path, where: str) -> None:
+    """Library callers (the app, the service) get a CacheError, not an OSError."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with pytest.raises(CacheError, match="Cannot create the folder of the cache"):
+        EmbeddingCache(where.format(file=plain))

@@ -106,7 +106,13 @@ class EmbeddingCache:
         self.read_only = read_only
         self._schemas: set[str] = set()
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CacheError(
+                    f"Cannot create the folder of the cache {self.path} ({e.strerror or e}). "
+                    "Pass --db (or set SOFTMAP_DB_PATH) to a writable location."
+                ) from e
         elif not self.path.exists():
             raise CacheError(f"The cache {self.path} does not exist yet: embed a region first.")
         try:
