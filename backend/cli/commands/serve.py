@@ -39,16 +39,16 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from backend.errors import ConfigurationError
     from backend.server.config import ServerConfig
     from backend.server.run import serve
+    from backend.service import SoftMapError
 
     try:
         config = ServerConfig()
     except ValidationError as e:
         first = e.errors()[0]
         name = "SOFTMAP_SERVER_" + str(first["loc"][-1]).upper() if first["loc"] else "settings"
-        raise ConfigurationError(f"{name}: {first['msg']}.") from None
+        raise SoftMapError(f"{name}: {first['msg']}.", title="Invalid setting") from None
     updates: dict[str, Any] = {}
     if args.host is not None:
         updates["host"] = args.host
