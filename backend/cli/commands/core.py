@@ -20,7 +20,7 @@ from backend.cli.common import (
     required_region,
     workspace,
 )
-from backend.cli.validation import fraction, positive_int
+from backend.cli.validation import fraction, int_at_least, positive_int
 
 ORDER = 0
 
@@ -46,7 +46,9 @@ def register(sub: Any) -> None:
     add_region_options(e)
     add_model_options(e)
     add_engine_options(e)
-    e.add_argument("--chip", type=positive_int, help="tile size in pixels (default: the model's)")
+    e.add_argument(
+        "--chip", type=int_at_least(8), help="tile size in pixels (default: the model's)"
+    )
     e.add_argument(
         "--stride", type=positive_int, help="tile step in pixels (default: the chip size)"
     )
