@@ -38,7 +38,7 @@ settings.register_profile(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile("dev", max_examples=600, deadline=None)
+settings.register_profile("dev", max_examples=600, deadline=None, database=None)
 settings.load_profile(os.environ.get("SOFTMAP_HYPOTHESIS_PROFILE", "ci"))
 
 
