@@ -15,7 +15,7 @@ from backend.imagery.preview import (
     tile_block_region,
     tile_grid_geojson,
 )
-from backend.imagery.regions import Region, parse_bbox, parse_geojson, point_region
+from backend.imagery.regions import Region, parse_bbox, parse_geojson, parse_point, point_region
 from backend.imagery.sources import SceneSource
 from backend.imagery.tiling import parse_tile_id
 from backend.landcover.maps import LandCoverResult
@@ -240,6 +240,7 @@ __all__ = [
     "overlapping_sources",
     "parse_bbox",
     "parse_geojson",
+    "parse_point",
     "parse_tile_id",
     "point_region",
     "predict_scope_landcover",

@@ -69,8 +69,7 @@ def register(sub: Any) -> None:
 
 def _selection(args: argparse.Namespace) -> TileSelection:
     """The tiles ``--tile``, ``--point``, ``--bbox``/``--aoi`` name (``--model``: its tiles)."""
-    from backend.imagery.regions import parse_point
-    from backend.service import TileSelection
+    from backend.service import TileSelection, parse_point
 
     points = [parse_point(text) for text in args.point]
     region = region_of(args)

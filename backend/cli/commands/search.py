@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _parse_point(text: str) -> tuple[float, float]:
-    from backend.imagery.regions import parse_point
+    from backend.service import parse_point
 
     return parse_point(text)
 
