@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from backend.errors import CacheError, HeadMismatchError
+from backend.imagery.sources import SceneSource
 from backend.landcover.heads import check_head_applies
 from backend.landcover.labels import N_CLASSES
 from backend.landcover.store import ensure_tables, resolve_head, write_predictions
@@ -108,3 +109,35 @@ def test_cache_folder_that_cannot_be_created_is_one_error(tmp_path: Path, where:
     plain.write_text("x")
     with pytest.raises(CacheError, match="Cannot create the folder of the cache"):
         EmbeddingCache(where.format(file=plain))
+
+
+def test_sources_remove_through_the_cli_leaves_no_feature_rows(
+    tmp_path: Path, brandenburg: SceneSource, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Register a scene, embed it, label it, map its land cover, remove it: nothing of it stays."""
+    from backend.cli import main
+    from backend.store.catalog import open_catalog
+    from tests.test_scene_import import build_scenes, inner_region
+
+    (tmp_path / "scenes").mkdir()
+    scenes = build_scenes(tmp_path / "scenes", brandenburg)
+    db = tmp_path / "c.duckdb"
+    assert main(["sources", "add", str(scenes["multiband"]), "--id", "local/crop", "--db",
+                 str(db)]) == 0  # fmt: skip
+    source = open_catalog(db).get("local/crop")
+    w, s, e, n = inner_region(source).geometry.bounds
+    region = ["--source", "local/crop", "--bbox", f"{w},{s},{e},{n}", "--model", "test-vit"]
+    common = ["--db", str(db)]
+    assert main(["landcover", *region, "--device", "cpu", "--quiet", *common]) == 0
+    assert main(["label", "add", "field", "--bbox", f"{w},{s},{e},{n}", "--model", "test-vit",
+                 *common]) == 0  # fmt: skip
+    capsys.readouterr()
+    with EmbeddingCache(db, read_only=True) as cache:
+        assert _rows(cache, "user_labels", "local/crop/") > 0
+        assert _rows(cache, "landcover_predictions", "local/crop/") > 0
+    assert main(["sources", "remove", "local/crop", *common]) == 0
+    with EmbeddingCache(db, read_only=True) as cache:
+        for table in ("user_labels", "landcover_predictions", "landcover_token_predictions",
+                      "tiles"):  # fmt: skip
+            assert _rows(cache, table, "local/crop/") == 0, table
+        assert cache.stats().embeddings == 0
