@@ -58,15 +58,20 @@ def area_rows(areas: Sequence[ClassArea]) -> list[AreaRow]:
 
 
 def area_table(areas: Sequence[ClassArea]) -> pd.DataFrame:
-    """Class, expected km², 95 % range, share % and tiles where the class dominates."""
+    """Class, map km², expected km², 95 % range, share % and cells where the class dominates."""
     rows = area_rows(areas)
     return pd.DataFrame(
         {
             "Class": [r.title for r in rows],
+            "Map km²": [
+                round(a.map_km2, 2) if a.map_km2 is not None else None
+                for a in sorted(areas, key=lambda a: (-a.expected_km2, a.class_id))
+            ],
             "Expected km²": [round(r.expected_km2, 2) for r in rows],
             "95 % range (km²)": [f"{r.low_km2:.2f}–{r.high_km2:.2f}" for r in rows],
             "Share %": [round(100 * r.share, 1) for r in rows],
-            "Tiles dominant": [r.tiles_dominant for r in rows],
+            # Areas count what the map paints: sub-tile cells when the map shows cells.
+            "Cells dominant": [r.tiles_dominant for r in rows],
         }
     )
 

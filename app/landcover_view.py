@@ -34,7 +34,7 @@ from backend.imagery.preview import encode_png, png_data_url
 from backend.imagery.tiling import tile_from_id
 from backend.landcover.labels import DW_CLASSES, DW_TITLES, N_CLASSES
 from backend.landcover.maps import LandCoverResult
-from backend.landcover.render import RenderMode, render_landcover
+from backend.landcover.render import UNLIKE_COLOR, UNLIKE_LABEL, RenderMode, render_landcover
 from backend.models import get_model_meta
 from backend.service import landcover_heads
 
@@ -159,7 +159,11 @@ def _rendered(
     key: str, mode: RenderMode, class_index: int, tokens: bool, _result: LandCoverResult
 ) -> RenderedLayer:
     raster = _result.probability_raster(tokens=tokens)
-    preview = render_landcover(raster, mode, class_index if mode == "probability" else None)
+    ood = _result.ood_raster(tokens=tokens)
+    unlike = (ood.data[0] > 1.0) if ood is not None else None
+    preview = render_landcover(
+        raster, mode, class_index if mode == "probability" else None, unlike=unlike
+    )
     png = encode_png(preview.rgba)
     name = hashlib.sha256(f"{key}|{mode}|{class_index}|{tokens}".encode()).hexdigest()[:20]
     try:
@@ -202,12 +206,18 @@ def legend_html(choice: LayerChoice) -> str:
     """The legend of a layer choice as self-contained HTML (inline styles, no assets)."""
     title = html.escape(layer_title(choice))
     box = "display:inline-block;width:14px;height:14px;margin-right:6px;vertical-align:-2px"
+    # Cells beyond the out-of-distribution limit are grey in every mode.
+    unlike_row = (
+        f'<div><span style="{box};background:#{UNLIKE_COLOR}"></span>'
+        f"{html.escape(UNLIKE_LABEL)}</div>"
+    )
     if choice.mode == "dominant":
         rows = "".join(
             f'<div><span style="{box};background:{charts.class_colour(c)}"></span>'
             f"{html.escape(DW_TITLES[c])}</div>"
             for c in range(N_CLASSES)
         )
+        rows += unlike_row
         note = "opacity = confidence"
     else:
         if choice.mode == "probability":
@@ -220,6 +230,7 @@ def legend_html(choice: LayerChoice) -> str:
             f'<div style="display:flex;justify-content:space-between;width:152px">'
             f"<span>{ends[0]}</span><span>{ends[1]}</span></div>"
         )
+        rows += unlike_row
         note = "entropy / ln 9" if choice.mode == "entropy" else "opacity = probability"
     return (
         '<div class="softmap-legend" style="background:rgba(255,255,255,0.92);padding:6px 9px;'
@@ -327,9 +338,10 @@ def head_summary(head: Mapping[str, Any]) -> str:
     """Where the head comes from and how well it did on held-out tiles (and tokens)."""
     training = head.get("training") or {}
     metrics = head.get("metrics") or {}
+    where = training.get("source") or ", ".join(training.get("sources") or []) or "?"
     parts = [
         f"Head `{head['head_id']}` ({'bundled' if head.get('bundled') else 'fitted here'}): "
-        f"trained on {training.get('labels', '?')} labels of {training.get('source', '?')} "
+        f"trained on {training.get('labels', '?')} labels of {where} "
         f"({training.get('labelled_tiles', '?')} labelled tiles, mapping "
         f"{head.get('mapping', '?')})."
     ]
@@ -342,6 +354,21 @@ def head_summary(head: Mapping[str, Any]) -> str:
                 f"{_metric(m.get('baseline_top1'))})."
             )
     return " ".join(parts)
+
+
+def pixel_summary(pixels: Mapping[str, Any]) -> str:
+    """The head's map accuracy on the held-out reference polygons, as one sentence."""
+    classes = ", ".join(
+        f"{c['class']} {100 * c['recall']:.0f} % / {100 * c['precision']:.0f} %"
+        for c in pixels.get("classes", [])
+        if c.get("recall") is not None and c.get("precision") is not None
+    )
+    return (
+        f"Map accuracy on {pixels.get('polygons')} held-out reference polygons of "
+        f"{', '.join(pixels.get('scenes', []))} ({pixels.get('area_ha', 0):.0f} ha): "
+        f"{100 * pixels['overall_accuracy']:.1f} % overall; recall / precision per class: "
+        f"{classes}. `softmap eval landcover` prints the confusion matrix."
+    )
 
 
 def landcover_panel(analysis: Analysis) -> None:
@@ -375,12 +402,21 @@ def landcover_panel(analysis: Analysis) -> None:
         ),
         help="Share of held-out tiles whose dominant class the head gets right.",
     )
+    # The headline, table and chart count the cells the map paints (one source of truth).
     crops = next(a for a in result.areas if a.name == "crops")
     st.markdown(
-        f"**Cropland: {crops.expected_km2:.2f} km²** expected (95 % range "
-        f"{crops.low_km2:.2f}–{crops.high_km2:.2f} km²), {crops.share:.0%} of "
-        f"{result.region_km2:.2f} km²."
+        f"**Cropland: {crops.map_km2 or 0.0:.2f} km²** on the map, {crops.share:.0%} of "
+        f"{result.region_km2:.2f} km² (expected {crops.expected_km2:.2f} km², 95 % range "
+        f"{crops.low_km2:.2f}–{crops.high_km2:.2f} km²)."
     )
+    if result.unlike_km2 > 0:
+        st.markdown(
+            f"**{UNLIKE_LABEL}: {result.unlike_km2:.2f} km²** ({result.unlike_share:.1%}), shown "
+            "in grey and counted in no class."
+        )
+    pixels = (result.head.get("metrics") or {}).get("pixels")
+    if pixels and pixels.get("overall_accuracy") is not None:
+        st.caption(pixel_summary(pixels))
     meta = get_model_meta(analysis.model_id)
     caveat = (
         f" **{meta.id} has random weights: this map exercises the pipeline and means nothing.**"

@@ -227,9 +227,11 @@ def test_analysing_virginia_maps_land_cover_with_a_legend_chart_and_table(app: A
     assert sum(km2.values()) == pytest.approx(region_km2, abs=0.05)
     table = app.dataframe[0].value
     assert list(table.columns) == [
-        "Class", "Expected km²", "95 % range (km²)", "Share %", "Tiles dominant",
+        "Class", "Map km²", "Expected km²", "95 % range (km²)", "Share %", "Cells dominant",
     ]  # fmt: skip
-    assert table["Tiles dominant"].sum() == 16
+    g = result.token_probabilities.shape[-1] if result.token_probabilities is not None else 1
+    assert table["Cells dominant"].sum() == 16 * g * g
+    assert table["Map km²"].sum() == pytest.approx(region_km2, abs=0.05)
     assert table["Share %"].sum() == pytest.approx(100, abs=0.5)
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Tiles"] == "16"

@@ -183,6 +183,38 @@ def _fit_level(
     return head, metrics, ood
 
 
+def _with_pixel_evaluation(
+    head: LandCoverHead,
+    sources: Sequence[SceneSource],
+    model: EmbeddingModel,
+    cache: EmbeddingCache,
+    engine: EmbeddingEngine,
+    settings: Settings,
+) -> LandCoverHead:
+    """The head with ``metrics["pixels"]``: its map's accuracy on the held-out polygons.
+
+    The maps are predicted under a throw-away head id whose stored predictions are deleted
+    afterwards, so nothing cached outlives a later refit of the same head id.
+    """
+    from dataclasses import replace
+
+    from backend.landcover.evaluation import evaluate_landcover
+    from backend.landcover.store import ensure_tables
+
+    probe = replace(head, head_id=f"{head.head_id}#evaluation")
+    try:
+        ev = evaluate_landcover(sources, model, cache, head=probe, engine=engine, settings=settings)
+    finally:
+        if ensure_tables(cache):
+            with cache.transaction() as cur:
+                for table in ("landcover_predictions", "landcover_token_predictions",
+                              "landcover_ood"):  # fmt: skip
+                    cur.execute(f"DELETE FROM {table} WHERE head_id = ?", [probe.head_id])
+    out = ev.to_json()
+    out.pop("head", None)
+    return replace(head, metrics={**head.metrics, "pixels": out})
+
+
 @dataclass(frozen=True)
 class ReferenceFit:
     head: LandCoverHead
@@ -288,6 +320,7 @@ def fit_reference_head(
         ood=ood,
         uses_embedding=embedding,
     )
+    head = _with_pixel_evaluation(head, sources, model, cache, engine, settings)
     if bundle:
         stored = str(head.save_bundle(bundled_heads_dir(settings)))
     else:

@@ -20,6 +20,12 @@ from backend.landcover.labels import DW_PALETTE, N_CLASSES
 
 RenderMode = Literal["dominant", "probability", "entropy"]
 _PALETTE = np.array([[int(c[i : i + 2], 16) for i in (0, 2, 4)] for c in DW_PALETTE], np.uint8)
+#: How cells beyond the out-of-distribution limit are drawn: a neutral grey, nearly opaque,
+#: instead of any class colour (never a confident wrong colour where the model cannot know).
+UNLIKE_COLOR = "9e9e9e"
+UNLIKE_ALPHA = 0.85
+UNLIKE_LABEL = "Unlike anything the model was trained on"
+_UNLIKE_RGB = np.array([int(UNLIKE_COLOR[i : i + 2], 16) for i in (0, 2, 4)], np.uint8)
 #: Entropy ramp from certain (pale yellow) to uncertain (dark purple).
 _ENTROPY_LOW = np.array([255, 255, 204], np.float32)
 _ENTROPY_HIGH = np.array([84, 39, 143], np.float32)
@@ -30,7 +36,10 @@ DOMINANT_ALPHA_FLOOR = 0.45
 
 
 def colorize(
-    probs: NDArray[np.float32], mode: RenderMode = "dominant", class_index: int | None = None
+    probs: NDArray[np.float32],
+    mode: RenderMode = "dominant",
+    class_index: int | None = None,
+    unlike: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.uint8]:
     """An ``(h, w, 4)`` RGBA image of ``(9, h, w)`` probabilities (NaN = no data, transparent).
 
@@ -62,6 +71,10 @@ def colorize(
     else:
         raise ValueError(f"unknown render mode {mode!r}")
     rgba[..., 3] = np.where(valid, np.clip(alpha * 255, 0, 255), 0).astype(np.uint8)
+    if unlike is not None:
+        off = np.asarray(unlike, dtype=bool) & valid
+        rgba[off, :3] = _UNLIKE_RGB
+        rgba[off, 3] = int(UNLIKE_ALPHA * 255)
     return rgba
 
 
@@ -71,15 +84,18 @@ def render_landcover(
     class_index: int | None = None,
     *,
     max_size: int = 1024,
+    unlike: NDArray[np.bool_] | None = None,
 ) -> Preview:
     """Colourise a 9-band probability raster and reproject it to EPSG:4326 for a web map.
+
+    ``unlike`` (same grid) marks the cells shown as unlike the training data.
 
     Returns:
         A :class:`~backend.imagery.preview.Preview`: RGBA ``(h, w, 4)`` uint8 and (west, south,
         east,
         north) bounds. Output pixels are at most ``max_size`` per side and at least ~4 per cell.
     """
-    rgba = colorize(raster.data, mode, class_index)
+    rgba = colorize(raster.data, mode, class_index, unlike)
     h, w = rgba.shape[:2]
     t = raster.transform
     left, top = t.c, t.f

@@ -264,7 +264,8 @@ def report_maps(source: SceneSource, region: Region, result: LandCoverResult) ->
     rgb = _read_true_colour(source, (left, bottom, right, top), (height, width))
 
     raster = result.probability_raster(tokens=True)
-    colours = colorize(raster.data, "dominant")
+    ood = result.ood_raster(tokens=True)
+    colours = colorize(raster.data, "dominant", unlike=ood.data[0] > 1.0 if ood else None)
     xs = left + (np.arange(width) + 0.5) * pixel_m
     ys = top - (np.arange(height) + 0.5) * pixel_m
     t = raster.transform

@@ -17,6 +17,7 @@ from backend import __version__
 from backend.landcover.areas import ClassArea
 from backend.landcover.labels import DW_PALETTE, DW_TITLES
 from backend.landcover.maps import LandCoverResult
+from backend.landcover.render import UNLIKE_COLOR, UNLIKE_LABEL
 from backend.models.weights import find_local_weights
 from backend.outputs.report_model import MapImages, Report, UserClassSummary
 
@@ -124,18 +125,30 @@ def area_chart_svg(areas: Sequence[ClassArea], *, width: int = 560) -> str:
     return "".join(parts)
 
 
-def area_table_html(areas: Sequence[ClassArea]) -> str:
-    """The class-area table: expected km², 95 % range, share and tiles where dominant."""
+def area_table_html(areas: Sequence[ClassArea], unlike_km2: float | None = None) -> str:
+    """The class-area table: map km² and share (what the map paints), expected km² with its
+    95 % range, cells where dominant; the area unlike the training data in its own row."""
     body = "".join(
         f'<tr><td><span class="swatch" style="background:{_colour(a.class_id)}"></span>'
-        f"{_t(DW_TITLES[a.class_id])}</td><td class=num>{_km2(a.expected_km2)}</td>"
+        f"{_t(DW_TITLES[a.class_id])}</td>"
+        f"<td class=num>{_km2(a.map_km2) if a.map_km2 is not None else '–'}</td>"
+        f"<td class=num>{100 * a.share:.1f} %</td><td class=num>{_km2(a.expected_km2)}</td>"
         f"<td class=num>{_km2(a.low_km2)} – {_km2(a.high_km2)}</td>"
-        f"<td class=num>{100 * a.share:.1f} %</td><td class=num>{a.tiles_dominant}</td></tr>"
+        f"<td class=num>{a.tiles_dominant}</td></tr>"
         for a in sorted(areas, key=lambda a: -a.expected_km2)
     )
+    if unlike_km2 is not None:
+        total = sum(a.map_km2 or 0.0 for a in areas) + unlike_km2
+        share = 100 * unlike_km2 / total if total > 0 else 0.0
+        body += (
+            f'<tr><td><span class="swatch" style="background:#{UNLIKE_COLOR}"></span>'
+            f"{_t(UNLIKE_LABEL)}</td><td class=num>{_km2(unlike_km2)}</td>"
+            f"<td class=num>{share:.1f} %</td><td class=num>–</td><td class=num>–</td>"
+            "<td class=num>–</td></tr>"
+        )
     return (
-        '<table class="areas"><thead><tr><th>Class</th><th>Expected km²</th>'
-        "<th>95 % range km²</th><th>Share</th><th>Tiles dominant</th></tr></thead>"
+        '<table class="areas"><thead><tr><th>Class</th><th>Map km²</th><th>Share</th>'
+        "<th>Expected km²</th><th>95 % range km²</th><th>Cells dominant</th></tr></thead>"
         f"<tbody>{body}</tbody></table>"
     )
 
@@ -169,9 +182,11 @@ def _cards(report: Report) -> str:
          f"N {n:.4f}"),
         ("Tiles analysed", f"{len(lc.tile_ids)}", f"{_km2(lc.region_km2)} km² mapped · "
          f"{lc.embed.skipped} skipped (no data)"),
-        ("Cropland", f"{_km2(crops.expected_km2)} km²",
-         f"95 % range {_km2(crops.low_km2)} – {_km2(crops.high_km2)} km² · "
-         f"{100 * crops.share:.0f} % of the mapped area"),
+        ("Cropland", f"{_km2(crops.map_km2 if crops.map_km2 is not None else crops.expected_km2)}"
+         " km²",
+         f"on the map, {100 * crops.share:.0f} % of the mapped area · expected "
+         f"{_km2(crops.expected_km2)} km², 95 % range {_km2(crops.low_km2)} – "
+         f"{_km2(crops.high_km2)} km²"),
         ("Leading classes", "", top),
     ]  # fmt: skip
     return (
@@ -236,6 +251,20 @@ def _caveats(report: Report) -> list[str]:
             f"{_pct(tile.get('baseline_top1'))}); multi-label mAP {_num(tile.get('mAP'))} on "
             f"{tile.get('n_test', '?')} tiles held out in spatial blocks. Read the areas as "
             "estimates at that level of skill."
+        )
+    pixels = metrics.get("pixels") or {}
+    if pixels.get("overall_accuracy") is not None:
+        out.append(
+            f"On {pixels.get('polygons')} held-out reference polygons of "
+            f"{_t(', '.join(pixels.get('scenes', [])))} ({pixels.get('area_ha', 0):.0f} ha), "
+            f"the map's class is right for {_pct(pixels['overall_accuracy'])} of the area "
+            "(softmap eval landcover prints the confusion matrix)."
+        )
+    if lc.unlike_km2 > 0:
+        out.append(
+            f"<strong>{_km2(lc.unlike_km2)} km² ({100 * lc.unlike_share:.1f} %) of the region "
+            "is unlike anything the model was trained on</strong>: those cells are grey on the "
+            "map and counted in no class."
         )
     if training.get("source") and training.get("source") != lc.source.id:
         out.append(
@@ -429,7 +458,8 @@ def render_html(report: Report) -> str:
         f'<section><h2>Map</h2><div class="maps">{"".join(figures)}</div>{_legend(lc.areas)}'
         "</section>"
         '<section><h2>Area by class</h2><div class="areas-grid">'
-        f"<div>{area_table_html(lc.areas)}</div><div>{area_chart_svg(lc.areas)}</div></div>"
+        f"<div>{area_table_html(lc.areas, lc.unlike_km2)}</div>"
+        f"<div>{area_chart_svg(lc.areas)}</div></div>"
         "<p class=sub>Expected area = Σ tile area inside the region × class probability; "
         "bars show the expected area, whiskers the 95 % range.</p></section>"
         f"{_user_classes(report.user_classes)}"

@@ -259,11 +259,17 @@ def _fit_reference(args: argparse.Namespace) -> int:
     rows = [
         (level, str(m["n_train"]), str(m["n_test"]), _fmt(m["mAP"]), _fmt(m["top1"]),
          _fmt(m["baseline_top1"]), _fmt(m["kl"]))
-        for level, m in info["metrics"].items()
+        for level, m in info["metrics"].items() if level in ("tile", "token")
     ]  # fmt: skip
     print("held-out evaluation (reference polygons of the eval blocks):")
     print_table(("LEVEL", "TRAIN", "TEST", "mAP", "TOP1", "PRIOR_TOP1", "KL"), rows)
-    print("pixel accuracy per class: softmap eval landcover")
+    pixels = info["metrics"].get("pixels") or {}
+    if pixels.get("overall_accuracy") is not None:
+        print(
+            f"map accuracy on {pixels['polygons']} held-out polygons: "
+            f"{100 * pixels['overall_accuracy']:.1f} % of {pixels['area_ha']:.0f} ha "
+            "(per class and confusion matrix: softmap eval landcover)"
+        )
     return 0
 
 
