@@ -1,0 +1,103 @@
+"""Which features make the best land-cover map? SoftCon vs plain contrastive vs random init vs
+band statistics, on the held-out reference polygons of both bundled scenes.
+
+For every candidate, the same soft-label cell head (``backend.landcover.fit_reference``: 80 m
+cells, training rows of the ``train`` blocks, each class capped, the water rule applied) is fitted
+on its features and scored on the ``eval`` cells (reference labels of the evaluation polygons,
+labelled share ≥ 0.5): top-1 accuracy of the dominant class, per-class recall, mean KL.
+
+* ``softcon``: ``softmap-default`` patch tokens (the bundled SoftCon weights);
+* ``no-soft``: the same recipe with the soft targets off
+  (``assets/models/softmap-default-nosoft.pt``);
+* ``random-init``: the same architecture with random weights (seed 0);
+* ``band-stats``: the 15 per-cell spectral features alone (no model);
+* ``softcon+bands``: SoftCon tokens and the spectral features together.
+
+    .venv/bin/python scripts/compare_landcover_features.py [--db PATH] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend.imagery.sources import demo_catalog  # noqa: E402
+from backend.landcover.fit_reference import _cap, _stack, scene_rows  # noqa: E402
+from backend.landcover.heads import evaluate, fit_linear_softmax  # noqa: E402
+from backend.landcover.labels import DW_CLASSES, N_CLASSES  # noqa: E402
+from backend.landcover.spectral import FEATURE_NAMES, apply_water_rule  # noqa: E402
+from backend.models import create_model  # noqa: E402
+from backend.models.inference import EmbeddingEngine  # noqa: E402
+from backend.settings import get_settings  # noqa: E402
+from backend.store.cache import EmbeddingCache  # noqa: E402
+
+SCENES = ("demo/virginia", "demo/brandenburg")
+
+
+def score(x, rules, train, held, seed=0):  # type: ignore[no-untyped-def]
+    rows = _cap(train, 6000, seed)
+    head = fit_linear_softmax(x[rows], train.fractions[rows], seed=seed)
+    test = np.flatnonzero(held.has_label)
+    p = apply_water_rule(head.predict(x[test]), rules[test])
+    m = evaluate(p, held.subset(test), n_train=len(rows), prior=None).to_json()
+    y = held.fractions[test].argmax(1)
+    top = p.argmax(1)
+    recall = {
+        DW_CLASSES[c]: round(float((top[y == c] == c).mean()), 3)
+        for c in range(N_CLASSES)
+        if (y == c).any()
+    }
+    return {"top1": m["top1"], "mAP": m["mAP"], "kl": m["kl"], "recall": recall,
+            "n_train": len(rows), "n_test": len(test)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", type=Path, default=Path("runs/compare_landcover.duckdb"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    cat = demo_catalog()
+    nosoft = ROOT / "assets" / "models" / "softmap-default-nosoft.pt"
+    candidates = {
+        "softcon": create_model("softmap-default"),
+        "no-soft": create_model("softmap-default", nosoft),
+        "random-init": create_model("softmap-default", pretrained=False),
+    }
+    results: dict[str, dict] = {}
+    n_spec = len(FEATURE_NAMES)
+    for name, model in candidates.items():
+        start = time.perf_counter()
+        # Each candidate embeds into its own cache file: their weights differ, not their id.
+        db = args.db.with_name(f"{args.db.stem}-{name}.duckdb")
+        engine = EmbeddingEngine(model, device="cpu", batch_size=32)
+        with EmbeddingCache(db) as cache:
+            rows = [scene_rows(cat.get(s), engine, cache, settings=settings) for s in SCENES]
+        x = np.concatenate([r.cell_x for r in rows])
+        rules = np.concatenate([r.cell_rules for r in rows])
+        train = _stack([r.cell_train for r in rows])
+        held = _stack([r.cell_eval for r in rows])
+        results[name] = score(x[:, :-n_spec], rules, train, held)
+        if name == "softcon":
+            results["softcon+bands"] = score(x, rules, train, held)
+            results["band-stats"] = score(x[:, -n_spec:], rules, train, held)
+        print(f"{name}: {results[name]} ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"{'features':15s} {'top1':>6s} {'mAP':>6s} {'KL':>6s}  recall per class")
+    for name, r in results.items():
+        rec = ", ".join(f"{k} {v:.2f}" for k, v in r["recall"].items())
+        print(f"{name:15s} {r['top1']:6.3f} {r['mAP']:6.3f} {r['kl']:6.3f}  {rec}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
