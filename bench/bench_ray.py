@@ -12,8 +12,10 @@ real path (``embed_region``: planning, reading, inference, DuckDB writes), in ro
   ``ActorPoolStrategy`` pool → the driver writes).
 
 Two rates per run: **job** (tiles / wall time of the run, Ray's actor start-up included: what a
-small job costs) and **steady** (tiles after the first batch / time after it: what a long job
-approaches, start-up amortised). Ratios are to the local run of the same repeat. On a GPU
+small job costs) and **steady** (tiles after the first batch / time after it). On Ray the
+first result can reach the driver after several batches are already done (replicas start
+together, results stream in bursts), so *steady* flatters Ray; *job* is the robust figure.
+Ratios are to the local run of the same repeat. On a GPU
 cluster replicas take one GPU each (``gpus_per_actor=1``); this machine has none, so every
 figure here is CPU. Weights are a seeded random initialisation of the real architecture
 (throughput does not depend on the values), so the benchmark runs offline. Results go to
@@ -149,8 +151,8 @@ def main() -> None:
         summary.append({
             "config": name,
             "device": mine[0].device,
-            "job_tiles_per_s": statistics.median(x.job_tiles_per_s for x in mine),
-            "steady_tiles_per_s": statistics.median(steady) if steady else None,
+            "job_tiles_per_s": round(statistics.median(x.job_tiles_per_s for x in mine), 2),
+            "steady_tiles_per_s": round(statistics.median(steady), 2) if steady else None,
             "job_ratio_to_local": ratio(name, "job_tiles_per_s"),
             "steady_ratio_to_local": ratio(name, "steady_tiles_per_s"),
         })  # fmt: skip

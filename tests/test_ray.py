@@ -41,6 +41,7 @@ OPTIONS = RayOptions(actors=2, batch_size=4)
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
     """A 2-CPU Ray with a small object store for this module (token auth off: local only)."""
+    before = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
              log_to_driver=False)  # fmt: skip
@@ -48,6 +49,10 @@ def local_ray() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        if before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = before
 
 
 def _settings(tmp_path: Path, **kw: float) -> Settings:
