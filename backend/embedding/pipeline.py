@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from backend.imagery.regions import Region, validate_region
 from backend.imagery.sources import SceneSource, SourceCatalog
 from backend.imagery.tiling import Tile, TilePlan, plan_tiles
 from backend.models import EmbeddingModel
-from backend.models.inference import EmbeddingEngine, Progress, ProgressCallback, describe_device
+from backend.models.inference import EmbeddingEngine, Progress, ProgressCallback
 from backend.settings import Settings, get_settings
 from backend.store.cache import EmbeddingCache, EmbeddingSet
 
@@ -84,7 +85,7 @@ def prepare_run(
     cache: EmbeddingCache,
     *,
     settings: Settings,
-    device: str,
+    device: str | Callable[[], str],
     batch_size: int,
     precision: str,
     catalog: SourceCatalog | None = None,
@@ -95,6 +96,9 @@ def prepare_run(
     resampling: ResamplingName = "nearest",
 ) -> PreparedRun:
     """Validate, plan the tiles, find what the cache lacks and record the run as started.
+
+    ``device`` may be a callable, asked only once the region passed its checks (joining a
+    cluster to describe it takes seconds).
 
     Raises:
         SoftMapError: any user-facing problem (region, bands, chip size, cache).
@@ -131,6 +135,7 @@ def prepare_run(
     eset = cache.embedding_set(model.meta.id, prep_hash, model.meta.embed_dim, preprocessing)
     assert eset is not None
     cached = cache.cached_tile_ids(eset, [t.tile_id for t in plan.tiles])
+    device = device if isinstance(device, str) else device()
     run_id = cache.start_run(
         source_id=source.id,
         model_id=model.meta.id,
@@ -240,7 +245,7 @@ def embed_region(
         model,
         cache,
         settings=settings,
-        device=describe_device(engine.device),
+        device=engine.describe,
         batch_size=engine.batch_size,
         precision=engine.precision,
         catalog=catalog,

@@ -177,6 +177,10 @@ class EmbeddingEngine:
             precision=precision,
         )
 
+    def describe(self) -> str:
+        """Where the model runs, as recorded with each run (the GPU model on CUDA)."""
+        return describe_device(self.device)
+
     @contextlib.contextmanager
     def _compute_context(self) -> Iterator[None]:
         with torch.inference_mode():
