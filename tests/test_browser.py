@@ -574,3 +574,18 @@ def test_a_page_link_through_the_root_logs_no_404(browser: Browser) -> None:
     assert "/similar" in page.url
     page.wait_for_timeout(3000)
     assert failed == []
+
+
+def test_a_click_on_the_embedding_space_map_selects_that_tile(browser: Browser) -> None:
+    page = browser.page
+    page.set_viewport_size({"width": 1400, "height": 1100})
+    region = f"source=demo/virginia&model=test-vit&bbox={REGION}"
+    page.goto(browser.url + f"?{region}&analysed=1", wait_until="domcontentloaded")
+    page.get_by_text("tiles analysed with test-vit").wait_for(timeout=120_000)
+    page.goto(browser.url + f"?page=embedding&{region}", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Embedding space").wait_for(timeout=60_000)
+    page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=60_000)
+    wait_until_idle(page)
+    click_map_at(page, *INSIDE)
+    page.get_by_text("1 selected tile").wait_for(timeout=60_000)
+    page.wait_for_url("**tiles=*10_6*", timeout=30_000)  # the tile under the click
