@@ -245,7 +245,8 @@ def run_cluster_job(
     """Read and embed the tiles of ``jobs`` on the cluster; ``on_batch`` once per tile, here.
 
     A batch Ray retries after losing its actor may come back twice: only its first copy is
-    handed on. Errors raised on workers surface here wrapped by Ray (see :func:`user_error`).
+    handed on. A SoftMap error raised on a worker is re-raised here as itself, out of Ray's
+    wrappers (see :func:`user_error`); any other Ray failure becomes a one-line ClusterError.
     """
     # Columns, not one dict per tile: a country's million tiles stay a few tens of MB.
     tiles = [(i, t) for i, job in enumerate(jobs) for t in job.tiles]
