@@ -19,14 +19,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.errors import InvalidRegionError
+from backend.errors import CacheError, InvalidRegionError
 from backend.imagery.regions import Region, load_aoi, parse_bbox, parse_geojson
 from backend.imagery.sources import SceneSource, SourceCatalog
 from backend.models import EmbeddingModel, create_model
 from backend.models.inference import EmbeddingEngine, Precision
 from backend.settings import Settings, get_settings
 from backend.store.cache import EmbeddingCache
-from backend.store.catalog import open_catalog
+from backend.store.catalog import cache_catalog, open_catalog
 
 
 class Request(BaseModel):
@@ -164,9 +164,15 @@ class Workspace:
         """The bundled scenes plus the sources registered in the cache."""
         if self._catalog is not None:
             return self._catalog
-        catalog = open_catalog(self.db_path)
-        if self.keep_open:
-            self._catalog = catalog
+        if not self.keep_open:
+            return open_catalog(self.db_path)
+        try:
+            catalog = cache_catalog(self.shared_cache())
+        except CacheError:
+            # Held by another process (or unusable): the bundled scenes still work; not kept,
+            # so the next call tries the cache again.
+            return open_catalog(self.db_path)
+        self._catalog = catalog
         return catalog
 
     def source(self, source_id: str) -> SceneSource:

@@ -39,10 +39,23 @@ def open_catalog(db_path: Path | None = None) -> SourceCatalog:
     bundled ones; ``None`` means the configured cache. A cache that does not exist yet or is
     locked by another process contributes nothing rather than failing.
     """
-    bundled = demo_catalog()
     path = db_path or get_settings().db_path
-    registered = [s for s in _registered_in_file(path) if s.id not in {b.id for b in bundled}]
-    return SourceCatalog([*bundled, *registered])
+    return _with_bundled(_registered_in_file(path))
+
+
+def cache_catalog(cache: EmbeddingCache) -> SourceCatalog:
+    """The bundled scenes plus the sources registered in an open cache.
+
+    For a process that holds the cache open already (the app, the HTTP service): a second
+    connection to the same file would run the cache's start-up again.
+    """
+    return _with_bundled(registered_sources(cache))
+
+
+def _with_bundled(registered: builtins.list[SceneSource]) -> SourceCatalog:
+    bundled = demo_catalog()
+    ids = {b.id for b in bundled}
+    return SourceCatalog([*bundled, *(s for s in registered if s.id not in ids)])
 
 
 def register_source(cache: EmbeddingCache, source: SceneSource) -> None:
