@@ -197,7 +197,7 @@ def labels_panel(name: str, key: LabelsKey, examples: list[str]) -> None:
             st.caption("None yet: click tiles on the map.")
     st.text_input(
         "Add tiles by id (spaces or commas)", key="classes.ids",
-        placeholder=" ".join(examples[:2]) or "demo/virginia/64/64/20_30",
+        placeholder=" ".join(examples[:2]),
     )  # fmt: skip
     row = st.container(horizontal=True)
     row.button("Add as positive", key="classes.add_pos", on_click=on_add_ids,
@@ -358,7 +358,10 @@ def page() -> None:
         if name is None:
             st.markdown("**Start** — create a class above, then click tiles on the map.")
         else:
-            labels_panel(name, key, [str(r["tile_id"]) for r in recs[:2]])
+            examples = [str(r["tile_id"]) for r in recs[:2]] or [
+                f"{source.id}/{meta.chip_size}/{meta.tile_stride}/{rc}" for rc in ("9_6", "9_7")
+            ]
+            labels_panel(name, key, examples)
             st.button(
                 "Train" if not active else "Retrain", key="classes.train", type="primary",
                 on_click=on_train, args=(name,), icon=":material/model_training:",
