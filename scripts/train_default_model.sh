@@ -24,3 +24,4 @@ mkdir -p assets/models
 cp "runs/$name/$name.pt" "assets/models/$name.pt"
 cp "runs/$name/$name.config.json" "runs/$name/$name.loss.json" assets/models/
 echo "copied runs/$name/$name.pt to assets/models/"
+echo "refit its land-cover head with scripts/fit_default_head.sh"
