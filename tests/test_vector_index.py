@@ -265,3 +265,30 @@ def test_an_unwritable_folder_keeps_the_index_in_memory(
         index = get_index(cache, cache.embedding_sets()[0])
         assert len(index) == 300 and index.store is None
         assert not index_folder(persisted).exists()
+
+
+def test_a_long_tail_is_taken_into_the_graph_in_the_background(
+    persisted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.search import index as index_module
+
+    monkeypatch.setattr(index_module, "HNSW_MIN_VECTORS", 0)
+    monkeypatch.setattr(index_module, "HNSW_MAX_TAIL", 50)
+    x = clustered(400, dim=48)
+    with EmbeddingCache(persisted) as cache:
+        eset = cache.embedding_sets()[0]
+        get_index(cache, eset).build_hnsw()
+        cache.write_embeddings(eset, [f"s/x/112/112/{i}_0" for i in range(300, 400)], x[300:])
+    _fresh_process()
+    with EmbeddingCache(persisted, read_only=True) as cache:
+        index = get_index(cache, eset)
+        assert index._hnsw_view and index.tail == 100
+        assert index.choose_engine("auto", None) == "hnsw"  # answers now, extends meanwhile
+        build = index._building
+        assert build is not None
+        build.join(timeout=120)
+        assert index.tail == 0 and not index._hnsw_view
+        assert index.manifest is not None and index.manifest.graph_rows == 400
+        t = "s/x/112/112/377_0"
+        top = index.top(index.matrix[index.row_of[t]], 1, engine="hnsw")
+        assert index.ids[top.rows[0]] == t
