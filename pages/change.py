@@ -223,7 +223,7 @@ def page() -> None:
         w, s, e, n = overlap.bounds
         st.warning(
             f"**Outside the overlap** — the region lies outside where both dates have pixels "
-            f"({w:.4f},{s:.4f},{e:.4f},{n:.4f}): type or draw one inside it.",
+            f"({w:.4f},{s:.4f},{e:.4f},{n:.4f}): type one inside it, or choose one on Explore.",
             icon=":material/crop_free:",
         )
         if st.button("Use the centre of the overlap", key="change.use_overlap"):
