@@ -17,12 +17,16 @@ Rules (a pixel is one 10 m sample; 20 m bands are read on the 10 m grid):
 ``water``
     ``NDWI = (B03 − B08)/(B03 + B08) > 0`` (McFeeters 1996, *Int. J. Remote Sens.* 17(7)) **and**
     ``MNDWI = (B03 − B11)/(B03 + B11) > 0`` (Xu 2006, *Int. J. Remote Sens.* 27(14)), both at the
-    papers' own zero threshold, **and** ``B08 < 0.15`` (open water absorbs the NIR; checked on the
-    bundled scenes, where open sea, lagoons and lakes sit at 0.01–0.08). Requiring both indices is
-    what makes it unambiguous: on the bundled winter scenes MNDWI alone is positive over shaded
-    pine forest in Brandenburg and NDWI alone over wet salt marsh in Virginia; the conjunction
-    is positive on neither (checked on both composites, see ``docs/landcover.md``). Lake ice with
-    a thin or no snow cover passes too and is called water (it is a lake).
+    papers' own zero threshold, **and** ``B08 < 0.15`` **and** ``B11 < 0.02``: open water absorbs
+    the NIR and all but absorbs the SWIR (water-leaving reflectance at 1.6 µm is close to 0 even
+    for turbid water, the premise of SWIR atmospheric correction over water, Wang & Shi 2007,
+    *Opt. Express* 15(24)). Checked on the bundled scenes: open sea and lagoons sit at
+    B08 0.025–0.047, B11 0.005–0.009 (5–95 %), the Beetzsee at B11 ≈ 0.006–0.019. Requiring
+    both indices and the SWIR test is what makes it unambiguous: on the bundled winter scenes
+    MNDWI alone is positive over shaded pine forest in Brandenburg, and both indices are positive
+    over 89 % of the wet, dormant salt marsh of Virginia, whose B11 (median 0.026) is what
+    separates it; with the SWIR test 40 % of the marsh polygons' pixels pass, their tidal creeks
+    and flooded pans. Lake ice with a thin or no snow cover passes too and is called water.
 ``snow``
     ``NDSI = (B03 − B11)/(B03 + B11) > 0.4`` with ``B08 > 0.11`` (Hall, Riggs & Salomonson 1995,
     *Remote Sens. Environ.* 54, the MODIS SNOWMAP test; the NIR test keeps water out) and
@@ -48,6 +52,7 @@ RULE_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B11", "B12")
 NDWI_WATER = 0.0
 MNDWI_WATER = 0.0
 NIR_WATER_MAX = 0.15
+SWIR_WATER_MAX = 0.02
 NDSI_SNOW = 0.4
 NIR_SNOW_MIN = 0.11
 GREEN_SNOW_MIN = 0.20
@@ -138,7 +143,13 @@ def pixel_rules(
     clear = valid & ~cloud
     ndwi = _ratio(g, nir)
     mndwi = _ratio(g, swir)
-    water = clear & (ndwi > NDWI_WATER) & (mndwi > MNDWI_WATER) & (nir < NIR_WATER_MAX)
+    water = (
+        clear
+        & (ndwi > NDWI_WATER)
+        & (mndwi > MNDWI_WATER)
+        & (nir < NIR_WATER_MAX)
+        & (swir < SWIR_WATER_MAX)
+    )
     snow = clear & ~water & (mndwi > NDSI_SNOW) & (nir > NIR_SNOW_MIN) & (g > GREEN_SNOW_MIN)
     land = clear & ~water & ~snow & (ndwi < 0) & (mndwi < 0)
     return PixelRules(valid, cloud, water, snow, land)
