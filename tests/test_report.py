@@ -158,8 +158,11 @@ def test_cli_report_mistakes_exit_2_with_one_line(
     shutil.copy(built[0], db)
     base = ["report", "--source", "demo/virginia", "--bbox", VIRGINIA_SMALL_BBOX,
             "--model", "test-vit", "--db", str(db), "--quiet"]  # fmt: skip
-    assert main([*base, "--out", str(tmp_path / "r.pdf")]) == 2
-    assert "give a .html path" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # the parser refuses the suffix: one line
+        main([*base, "--out", str(tmp_path / "r.pdf")])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "write one of: .html" in err
     assert main([*base, "--out", str(tmp_path / "r.html"), "--class", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("softmap: ") and err.count("\n") == 1 and "nope" in err
