@@ -20,6 +20,7 @@ from backend.cli.common import (
     required_region,
     workspace,
 )
+from backend.cli.remote import region_for_service, remote_client, via
 from backend.cli.validation import fraction, int_at_least, positive_int
 
 ORDER = 0
@@ -86,14 +87,18 @@ def _models(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from backend.service import recent_runs
 
-    report = recent_runs(workspace(args), limit=args.limit)
+    client = remote_client(args)
+    if client is not None:
+        report = client.recent_runs(limit=args.limit)
+    else:
+        report = recent_runs(workspace(args), limit=args.limit)
     stats, runs = report.stats, report.runs
     if args.json:
         print_json(report.to_json())
         return 0
     print(
         f"{stats.path}: {stats.size_bytes / 2**20:.1f} MB, {stats.sources} sources, "
-        f"{stats.tiles} tiles, {stats.embeddings} embeddings, {stats.runs} runs"
+        f"{stats.tiles} tiles, {stats.embeddings} embeddings, {stats.runs} runs{via(args)}"
     )
     rows = [
         (
@@ -121,12 +126,26 @@ def _embed(args: argparse.Namespace) -> int:
         raise invalid("--max-nodata must be between 0 and 1.")
     if args.max_cloud is not None and not 0 <= args.max_cloud <= 1:
         raise invalid("--max-cloud must be between 0 and 1.")
+    client = remote_client(args)
     if args.source == "auto" or "," in args.source:
+        if client is not None:
+            raise invalid(
+                f"Several sources (--source {args.source}) are embedded in-process only; "
+                "through a service, embed one source at a time."
+            )
         return _embed_sources(args)
+    if client is not None and args.checkpoint is not None:
+        raise invalid(
+            "--checkpoint names a file on this machine: with a service, put the weights in "
+            "its models folder (or upload them to its data folder) instead."
+        )
+    region = region_for_service(args)
+    if region is None:
+        raise invalid("Give a region: --bbox W,S,E,N or --aoi FILE.")
     req = request(
         EmbedRequest,
         source=args.source,
-        region=required_region(args),
+        region=region,
         model=args.model,
         engine=engine_options(args),
         chip=args.chip,
@@ -135,7 +154,10 @@ def _embed(args: argparse.Namespace) -> int:
         max_cloud=args.max_cloud,
     )
     with ProgressBar(disable=args.quiet) as bar:
-        result = embed(workspace(args), req, progress=bar.update)
+        if client is not None:
+            result = client.embed(req, progress=bar.update)
+        else:
+            result = embed(workspace(args), req, progress=bar.update)
     if args.json:
         payload = result.to_json()
         payload.pop("tile_ids")
@@ -145,7 +167,7 @@ def _embed(args: argparse.Namespace) -> int:
             f"{result.tiles} tiles of {result.source} with {result.model}: "
             f"{result.computed} computed, {result.cached} cached, {result.skipped} skipped "
             f"(nodata or cloud) in {result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s on "
-            f"{result.device}) → {result.db}"
+            f"{result.device}) → {result.db}{via(args)}"
         )
     return 0
 

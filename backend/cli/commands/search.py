@@ -11,10 +11,10 @@ from backend.cli.common import (
     invalid,
     print_json,
     print_table,
-    region_of,
     request,
     workspace,
 )
+from backend.cli.remote import region_for_service, remote_client, via
 from backend.cli.validation import float_in, input_file, positive_int
 
 ORDER = 20
@@ -64,7 +64,7 @@ def _search(args: argparse.Namespace) -> int:
     if not (args.tile or args.point or args.positive):
         raise invalid("Give a query: --tile ID, --point LON,LAT or --positive ID.")
     point = _parse_point(args.point) if args.point else None
-    region = region_of(args)
+    region = region_for_service(args)
     if args.scope == "source" and not args.source:
         raise invalid("--scope source needs --source.")
     if args.scope == "region" and region is None:
@@ -85,7 +85,8 @@ def _search(args: argparse.Namespace) -> int:
         engine=args.engine,
         preprocessing=args.preprocessing,
     )
-    response = find_similar(workspace(args), req)
+    client = remote_client(args)
+    response = client.find_similar(req) if client else find_similar(workspace(args), req)
     if args.json:
         print_json(response.to_json())
         return 0
@@ -93,7 +94,7 @@ def _search(args: argparse.Namespace) -> int:
         f"{len(response.results)} of {response.candidates} {response.model_id} tiles in "
         f"{response.scope} ({response.method}, {response.engine}, {response.suppressed} "
         f"suppressed, {response.seconds * 1000:.0f} ms); "
-        f"query: {', '.join(response.query_tile_ids)}"
+        f"query: {', '.join(response.query_tile_ids)}{via(args)}"
     )
     rows = [
         (str(r.rank), f"{r.score:.4f}", r.tile_id, f"{r.lon:.5f}", f"{r.lat:.5f}")
