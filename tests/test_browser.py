@@ -279,7 +279,8 @@ def test_report_page_previews_the_report_and_offers_downloads(browser: Browser) 
     frame.wait_for_function(
         "() => document.querySelectorAll('figure.map svg image').length === 2", timeout=30_000
     )
-    assert frame.locator("table.areas tbody tr").count() == 9
+    # One row per class, and the area unlike the training data in its own row.
+    assert frame.locator("table.areas tbody tr").count() == 10
     assert "CROPLAND" in frame.inner_text(".cards").upper()
     # The HTML download is the same report.
     with page.expect_download() as info:
@@ -465,7 +466,13 @@ def test_after_analyse_the_page_goes_quiet_and_a_tile_click_keeps_the_analysis(
     page.get_by_text("Cropland:").wait_for(timeout=10_000)
     page.wait_for_url("**tiles=*10_6*", timeout=30_000)  # written at the end of the rerun
     assert "bbox=-75.66000" in page.url and "analysed=1" in page.url
-    assert map_view_of(map_frame(page)) == first, "the click does not move the map"
+    # The map is rebuilt after the click: its centre may land a fraction of a pixel away
+    # (1 px is about 2e-4° here at zoom 13), which is no move a user can see.
+    after = map_view_of(map_frame(page))
+    assert after[0] == first[0], "the click does not change the zoom"
+    assert abs(after[1] - first[1]) < 1e-4 and abs(after[2] - first[2]) < 1e-4, (
+        f"the click does not move the map: {first} → {after}"
+    )
     # The panel's own reruns settle too.
     wait_until_idle(page)
     t1 = time.monotonic()
