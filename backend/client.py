@@ -27,6 +27,7 @@ from backend.embedding.pipeline import EmbedResult
 from backend.errors import SoftMapError
 from backend.models.inference import Progress, ProgressCallback
 from backend.search.query import SearchResponse, SearchResult
+from backend.server.locator import TOKEN_ENV, URL_ENV
 from backend.server.schemas import (
     ErrorBody,
     FileInfo,
@@ -58,8 +59,6 @@ from backend.store.cache import CacheStats
 M = TypeVar("M", bound=BaseModel)
 
 #: Environment variables naming a service to use and its token.
-URL_ENV = "SOFTMAP_BACKEND_URL"
-TOKEN_ENV = "SOFTMAP_BACKEND_TOKEN"
 
 
 class ServiceUnreachableError(SoftMapError):

@@ -26,16 +26,18 @@ REMOTE_COMMANDS = ("runs", "embed", "search")
 
 def client_for(args: argparse.Namespace) -> SoftMapClient | None:
     """The service this command should use, or None to run in-process."""
-    from backend.client import TOKEN_ENV, URL_ENV, SoftMapClient
+    # Light imports first: the client pulls in the whole backend, needed only with a service.
+    from backend.server.locator import TOKEN_ENV, URL_ENV, read_locator
 
     url = getattr(args, "server", None) or os.environ.get(URL_ENV, "").strip()
+    found = None if url else read_locator(db_path(args))
+    if not url and found is None:
+        return None
+    from backend.client import SoftMapClient
+
     if url:
         return SoftMapClient(url, token=os.environ.get(TOKEN_ENV) or None)
-    from backend.server.locator import read_locator
-
-    found = read_locator(db_path(args))
-    if found is None:
-        return None
+    assert found is not None
     return SoftMapClient(found.url, token=found.token or os.environ.get(TOKEN_ENV) or None)
 
 

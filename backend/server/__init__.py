@@ -6,7 +6,26 @@ runs long work as persisted, resumable jobs, and advertises itself to other proc
 same cache with a locator file. Import :func:`create_app` or use ``backend.server.run``.
 """
 
-from backend.server.app import create_app
-from backend.server.config import ServerConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backend.server.app import create_app
+    from backend.server.config import ServerConfig
 
 __all__ = ["ServerConfig", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the CLI reads the locator file (``backend.server.locator``) on every command, and
+    # must not pay for importing FastAPI and the whole backend to learn there is no service.
+    if name == "create_app":
+        from backend.server.app import create_app
+
+        return create_app
+    if name == "ServerConfig":
+        from backend.server.config import ServerConfig
+
+        return ServerConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

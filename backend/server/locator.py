@@ -24,6 +24,11 @@ class Locator:
     token: str | None = None
 
 
+#: The service a client (and the CLI) uses when set, and its bearer token.
+URL_ENV = "SOFTMAP_BACKEND_URL"
+TOKEN_ENV = "SOFTMAP_BACKEND_TOKEN"
+
+
 def locator_path(db_path: Path) -> Path:
     db = Path(db_path)
     return db.with_name(db.name + ".service.json")
