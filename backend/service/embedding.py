@@ -12,17 +12,22 @@ from backend.models.inference import ProgressCallback
 from backend.service.workspace import EngineOptions, RegionSpec, Request, Workspace
 
 
-class EmbedRequest(Request):
+class TileOptions(Request):
+    """How a region is cut into tiles and which tiles are skipped (every embed request)."""
+
+    chip: int | None = Field(default=None, ge=8, description="tile size (default: the model's)")
+    stride: int | None = Field(default=None, ge=1, description="tile step (default: the chip)")
+    max_nodata: float | None = Field(default=None, ge=0, le=1, description="skip emptier tiles")
+    max_cloud: float | None = Field(default=None, ge=0, le=1, description="skip cloudier tiles")
+
+
+class EmbedRequest(TileOptions):
     """Which region of which source to embed with which model (``softmap embed``)."""
 
     source: str = Field(description="source id, e.g. demo/virginia")
     region: RegionSpec
     model: str = Field(description="model id (see `softmap models`)")
     engine: EngineOptions = EngineOptions()
-    chip: int | None = Field(default=None, ge=8, description="tile size (default: the model's)")
-    stride: int | None = Field(default=None, ge=1, description="tile step (default: the chip)")
-    max_nodata: float | None = Field(default=None, ge=0, le=1, description="skip emptier tiles")
-    max_cloud: float | None = Field(default=None, ge=0, le=1, description="skip cloudier tiles")
 
 
 def embed(

@@ -17,6 +17,7 @@ from pydantic import Field
 from backend.embedding.distributed import DistributedResult, covering_sources, embed_together
 from backend.imagery.regions import validate_region
 from backend.models.inference import ProgressCallback
+from backend.service.embedding import TileOptions
 from backend.service.workspace import EngineOptions, RegionSpec, Request, Workspace
 from backend.store.parquet_sets import (
     ParquetSetInfo,
@@ -26,7 +27,7 @@ from backend.store.parquet_sets import (
 )
 
 
-class EmbedSourcesRequest(Request):
+class EmbedSourcesRequest(TileOptions):
     """A region over several sources, embedded as one job (``softmap embed --source A,B``)."""
 
     sources: list[str] = Field(
@@ -35,10 +36,6 @@ class EmbedSourcesRequest(Request):
     region: RegionSpec
     model: str = Field(description="model id (see `softmap models`)")
     engine: EngineOptions = EngineOptions()
-    chip: int | None = Field(default=None, ge=8, description="tile size (default: the model's)")
-    stride: int | None = Field(default=None, ge=1, description="tile step (default: the chip)")
-    max_nodata: float | None = Field(default=None, ge=0, le=1, description="skip emptier tiles")
-    max_cloud: float | None = Field(default=None, ge=0, le=1, description="skip cloudier tiles")
 
 
 def embed_sources(
