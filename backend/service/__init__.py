@@ -136,6 +136,12 @@ from backend.service.sensors import (
     list_pairs,
     tile_coverage,
 )
+from backend.service.set_landcover import (
+    SetHeadRequest,
+    SetMapRequest,
+    fit_set_landcover_head,
+    map_set,
+)
 from backend.service.training import (
     EvalRequest,
     EvaluationOutcome,
@@ -193,6 +199,8 @@ __all__ = [
     "ScopeRequest",
     "SearchRequest",
     "SearchResponse",
+    "SetHeadRequest",
+    "SetMapRequest",
     "SoftMapError",
     "SourceInfo",
     "StacAddRequest",
@@ -232,6 +240,7 @@ __all__ = [
     "find_similar",
     "fit_landcover_head",
     "fit_reference_landcover_head",
+    "fit_set_landcover_head",
     "fit_worldcover_head",
     "fuse_region",
     "fusion_choices",
@@ -248,6 +257,7 @@ __all__ = [
     "list_parquet_sets",
     "list_sources",
     "map_landcover",
+    "map_set",
     "model_version",
     "overlapping_sources",
     "parse_bbox",

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from backend.cli.commands._landcover_sets import fit_patches, map_stored
 from backend.cli.common import (
     ProgressBar,
     add_db_option,
@@ -37,6 +38,8 @@ _USAGE = """softmap landcover --source ID (--bbox W,S,E,N | --aoi FILE) --model 
                          --labels worldcover]
        softmap landcover fit --labels reference --model ID [--source ID] [--bundle]
                          [--bbox W,S,E,N | --aoi FILE] [--bundle] [--db PATH] [--json]
+       softmap landcover fit --labels patches --model ID [--source ID,ID]
+       softmap landcover --set --model ID [--head ID] [--source ID,ID]
        softmap landcover heads [--model ID] [--db PATH] [--json]"""
 
 
@@ -61,11 +64,18 @@ def register(sub: Any) -> None:
                    help="write the map as a Cloud-Optimized GeoTIFF")  # fmt: skip
     p.add_argument("--no-tokens", action="store_true", help="tile-level map only (no sub-tile)")
     p.add_argument(
+        "--set",
+        action="store_true",
+        help="map the stored tiles of the model's embedding set (fused <s2>+<s1> sets too); "
+        "nothing is embedded, tiles one sensor covers are counted apart",
+    )
+    p.add_argument(
         "--labels",
         type=_labels_arg,
         help="fit: a categorical land-cover raster (any CRS), `reference` (the bundled scenes' "
         "reference polygons, spectral rules and land-use raster) or `worldcover` (ESA WorldCover "
-        "10 m v200 over HTTP for the region)",
+        "10 m v200 over HTTP for the region) or `patches` (the CORINE labels of the BigEarthNet "
+        "patches in the model's stored set, fused sets included)",
     )
     p.add_argument("--mapping", help="fit: class mapping of --labels (e.g. esa-worldcover)")
     p.add_argument("--min-labelled", type=fraction, help="fit: minimum labelled share of a tile")
@@ -81,6 +91,13 @@ def register(sub: Any) -> None:
 def _landcover(args: argparse.Namespace) -> int:
     if args.action == "heads":
         return _heads(args)
+    on_set = args.labels == "patches" if args.action == "fit" else args.set
+    if on_set and not args.model:
+        raise invalid(f"softmap landcover {args.action} on a stored set needs --model ID.")
+    if on_set:
+        return fit_patches(args) if args.action == "fit" else map_stored(args)
+    if args.set:
+        raise invalid("--set belongs to the map form (softmap landcover --set --model ID).")
     if not args.source and not (args.action == "fit" and args.labels == "reference"):
         raise invalid(f"softmap landcover {args.action} needs --source ID.")
     if not args.model:
@@ -155,8 +172,8 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _labels_arg(value: str) -> str | Path:
-    """``reference``, ``worldcover`` or an existing raster file."""
-    return value if value in ("reference", "worldcover") else input_file(value)
+    """``reference``, ``worldcover``, ``patches`` or an existing raster file."""
+    return value if value in ("reference", "worldcover", "patches") else input_file(value)
 
 
 def _fit(args: argparse.Namespace) -> int:
