@@ -4,6 +4,10 @@
 # Or the HTTP service (docs/service.md) on the GPU host, token required off loopback:
 #   docker run --gpus all -p 8600:8600 -v softmap-data:/data -e SOFTMAP_SERVER_TOKEN=… \
 #     softmap softmap serve --host 0.0.0.0
+# and the app anywhere else, through it (no cache of its own; no GPU needed):
+#   docker run -p 8501:8501 -e SOFTMAP_BACKEND_URL=http://gpu-host:8600 \
+#     -e SOFTMAP_BACKEND_TOKEN=… softmap
+# Both on one host: compose.yaml (`docker compose up`).
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 # The PyTorch wheel index matching the base image's CUDA (cu128: CUDA 12.8).

@@ -20,10 +20,7 @@ from backend.service import (
     RegionSpec,
     SceneSource,
     SoftMapError,
-    embed,
-    tile_records,
 )
-from backend.service import map_landcover as map_region_landcover
 from backend.service.sensors import FuseRequest, fuse_region, split_fused_model_id
 
 #: Land-cover heads are fitted per model on a scene's label raster; no head reads fused sets yet.
@@ -57,20 +54,20 @@ def analyse(region: Region, source: SceneSource, model_id: str) -> Analysis:
     Raises:
         SoftMapError: anything the user can fix (region, weights, cache in use…).
     """
-    ws = resources.workspace()
+    ops = resources.operations()  # in-process, or the service (progress from its job)
     update, bar = progress_bar()
     fused = split_fused_model_id(model_id)
     try:
         if fused is not None:  # "S2 + S1": both sensors embedded, then their fused set
             req = FuseRequest(source=source.id, region=RegionSpec.of(region),
                               s2_model=fused[0], s1_model=fused[1])  # fmt: skip
-            result = fuse_region(ws, req, progress=update).as_embed_result()
+            result = fuse_region(resources.workspace(), req, progress=update).as_embed_result()
         else:
             request = EmbedRequest(source=source.id, region=RegionSpec.of(region), model=model_id)
-            result = embed(ws, request, progress=update)
+            result = ops.embed(request, progress=update)
     finally:
         bar.empty()
-    tiles = tile_records(ws, result.tile_ids)
+    tiles = ops.tile_records(result.tile_ids)
     return Analysis(source.id, model_id, region.geometry.wkt, result, tiles)
 
 
@@ -127,7 +124,7 @@ def map_landcover(analysis: Analysis, source: SceneSource, head: str | None = No
     )
     try:
         with st.spinner("Mapping land cover…"):
-            result = map_region_landcover(resources.workspace(), request)
+            result = resources.operations().map_landcover(request)
     except SoftMapError as e:
         return replace(base, error=e)
     return replace(base, result=result)

@@ -36,7 +36,6 @@ from backend.landcover.labels import DW_CLASSES, DW_TITLES, N_CLASSES
 from backend.landcover.maps import LandCoverResult
 from backend.landcover.render import UNLIKE_COLOR, UNLIKE_LABEL, RenderMode, render_landcover
 from backend.models import get_model_meta
-from backend.service import landcover_heads
 
 LANDCOVER_KEY = "explore.landcover"
 SHOWN_KEY = "explore.landcover_shown"
@@ -103,7 +102,7 @@ def shown_landcover() -> LandCover | None:
 @st.cache_data(show_spinner=False, max_entries=16, ttl=60)
 def head_ids(model_id: str, db: str) -> list[str]:
     """Ids of the land-cover heads of a model: fitted ones (newest first), then bundled."""
-    return [h.head_id for h in landcover_heads(resources.workspace(), model_id)]
+    return resources.operations().landcover_heads(model_id)
 
 
 def chosen_head(model_id: str) -> str | None:

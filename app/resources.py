@@ -7,16 +7,22 @@ so the app also serves that workspace on a loopback port (see :func:`_serve`): `
 ``embed`` and ``search`` on the same file go through the app; other commands still need the
 file (stop the app, or give them another ``--db``). If another process already holds the file,
 :func:`cache` raises ``CacheLockedError`` naming it, and the app shows that instead.
+
+With ``SOFTMAP_BACKEND_URL`` set (and ``SOFTMAP_BACKEND_TOKEN`` when the service has a token)
+the app opens no workspace at all: :func:`operations` is the service's client, and views that
+still need the workspace itself say they are not available through the service.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from app.operations import InProcess, NotThroughServiceError, Operations, ThroughService
 from backend.imagery.preview import (
     Composite,
     encode_png,
@@ -24,9 +30,10 @@ from backend.imagery.preview import (
     scene_preview,
     tile_thumbnail,
 )
-from backend.imagery.sources import SourceCatalog
+from backend.imagery.sources import SourceCatalog, demo_catalog
 from backend.models import EmbeddingModel
 from backend.models.inference import EmbeddingEngine, describe_device, select_device
+from backend.server.locator import TOKEN_ENV, URL_ENV
 from backend.service import Workspace
 from backend.settings import get_settings
 from backend.store.cache import CacheStats, EmbeddingCache
@@ -38,8 +45,34 @@ def db_path() -> Path:
 
 
 def catalog() -> SourceCatalog:
-    """The bundled scenes plus those registered in the cache (read once per process)."""
-    return workspace().catalog()
+    """The bundled scenes plus those registered in the cache (read once per process); through
+    a service, the service's scenes that this app has too."""
+    return operations().catalog()
+
+
+def service_url() -> str | None:
+    """The service the app goes through (``SOFTMAP_BACKEND_URL``), or None: in-process."""
+    return os.environ.get(URL_ENV, "").strip() or None
+
+
+def _close_client(ops: ThroughService) -> None:
+    ops.client.close()
+
+
+@st.cache_resource(show_spinner=False, max_entries=2, on_release=_close_client)
+def _through_service(url: str, token: str | None) -> ThroughService:
+    from backend.client import SoftMapClient
+
+    return ThroughService(SoftMapClient(url, token=token), demo_catalog())
+
+
+def operations() -> Operations:
+    """The backend calls of the main path: the service's client with ``SOFTMAP_BACKEND_URL``
+    set, else the application layer on this process's workspace (same methods, same types)."""
+    url = service_url()
+    if url is not None:
+        return _through_service(url, os.environ.get(TOKEN_ENV) or None)
+    return InProcess(workspace())
 
 
 #: The loopback HTTP service of each open workspace (see :func:`_serve`), by ``id``.
@@ -73,7 +106,17 @@ def _serve(ws: Workspace) -> Any:
 
 def workspace() -> Workspace:
     """The process's workspace over the configured cache: one writable connection shared by
-    every session (each operation takes its own cursor), models built once."""
+    every session (each operation takes its own cursor), models built once.
+
+    Raises:
+        NotThroughServiceError: the app goes through a service (it never opens the cache).
+    """
+    url = service_url()
+    if url is not None:
+        raise NotThroughServiceError(
+            f"The app goes through the SoftMap service at {url} (SOFTMAP_BACKEND_URL), which "
+            "does not serve this view yet: unset SOFTMAP_BACKEND_URL to run it in-process."
+        )
     return _workspace(str(db_path()))
 
 
@@ -87,9 +130,20 @@ def engine(model_id: str) -> EmbeddingEngine:
     return workspace().engine(model_id)
 
 
-@st.cache_resource(show_spinner=False)
 def device_label() -> str:
-    """The device embeddings run on: the GPU's name, or ``cpu``."""
+    """The device embeddings run on: the GPU's name, or ``cpu`` (the service's, through one).
+
+    Raises:
+        SoftMapError: through a service, when it cannot be reached or refuses the token.
+    """
+    ops = operations()
+    if isinstance(ops, ThroughService):
+        return f"{ops.client.health().device} (service {ops.where})"
+    return _local_device()
+
+
+@st.cache_resource(show_spinner=False)
+def _local_device() -> str:
     return describe_device(select_device(get_settings().device))
 
 
@@ -106,7 +160,7 @@ def cache() -> EmbeddingCache:
 
 def cache_stats() -> CacheStats:
     """Size and row counts of the cache (cheap: a few ``count(*)``)."""
-    return cache().stats()
+    return operations().cache_stats()
 
 
 #: Scene quicklooks are written here and served by Streamlit at ``/app/static/previews/``:

@@ -27,13 +27,7 @@ from backend.service import (
     RegionSpec,
     SearchRequest,
     SearchResponse,
-    find_similar,
-    result_heatmap,
 )
-from backend.service import model_version as service_model_version
-from backend.service import records as service_tile_records
-from backend.service import region_tiles as service_region_tiles
-from backend.service import tile_under as service_tile_under
 
 ScopeKind = Literal["region", "source", "all"]
 
@@ -118,7 +112,7 @@ def set_query(query: Query) -> None:
 # --- data version and cached derivations ------------------------------------------------------
 def model_version(model_id: str) -> DataVersion:
     """(set id, rows) of each embedding set of the model: empty when nothing is cached."""
-    return service_model_version(resources.workspace(), model_id)
+    return resources.operations().model_version(model_id)
 
 
 @st.cache_data(show_spinner="Searching…", max_entries=32)
@@ -130,7 +124,7 @@ def run_search(
     Raises:
         SoftMapError: see :func:`backend.search.query.search`.
     """
-    return find_similar(resources.workspace(), inputs.request(model_id))
+    return resources.operations().find_similar(inputs.request(model_id))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -141,20 +135,18 @@ def region_tiles(
     from shapely import wkt
 
     region = Region(wkt.loads(region_wkt))
-    return service_region_tiles(
-        resources.workspace(), model_id, source_id, region, MAX_CACHED_OUTLINES
-    )
+    return resources.operations().region_tiles(model_id, source_id, region, MAX_CACHED_OUTLINES)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def tile_records(db: str, tile_ids: tuple[str, ...]) -> list[dict[str, Any]]:
     """Stored records of tiles (query tiles to draw), in the order asked."""
-    return service_tile_records(resources.workspace(), tile_ids)
+    return resources.operations().records(tile_ids)
 
 
 def tile_under(model_id: str, lon: float, lat: float) -> str | None:
     """The model's cached tile under a lon/lat point (first embedding set that has one)."""
-    return service_tile_under(resources.workspace(), model_id, lon, lat)
+    return resources.operations().tile_under(model_id, lon, lat)
 
 
 @st.cache_data(show_spinner="Locating the match inside the tile…", max_entries=64)
@@ -162,7 +154,8 @@ def heatmap(
     db: str, model_id: str, preprocessing_hash: str, tile_id: str, query: NDArray[np.float32]
 ) -> MatchHeatmap | None:
     """The patch-token heatmap of one result against the search's query vector."""
-    return result_heatmap(resources.workspace(), model_id, preprocessing_hash, tile_id, query)
+    ops = resources.operations()
+    return ops.result_heatmap(model_id, preprocessing_hash, tile_id, query)
 
 
 # --- colours ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from app.url_state import UrlState
 from backend.errors import SoftMapError
 from backend.models import ModelMeta, list_models
 from backend.models.weights import find_local_weights
-from backend.service import FusionChoice, PairsRequest, fusion_choices, list_pairs
+from backend.service import FusionChoice, PairsRequest
 from backend.service.sensors import split_fused_model_id
 
 #: The CC0 Virginia scene: land, marsh, lagoons and ocean in one view.
@@ -131,7 +131,7 @@ def sidebar(url: UrlState | None) -> Selection | None:
 def _partners_caption(source_id: str) -> str:
     """The scene's Sentinel-1 (or Sentinel-2) partners, in one caption line; '' for none."""
     try:
-        pairs = list_pairs(resources.workspace(), PairsRequest(source=source_id))
+        pairs = resources.operations().list_pairs(PairsRequest(source=source_id))
     except SoftMapError:
         return ""
     if not pairs:
@@ -144,7 +144,7 @@ def _partners_caption(source_id: str) -> str:
 def _fusion_choices(source_id: str) -> dict[str, FusionChoice]:
     """The "S2 + S1" model choices of a scene (none when it has no partner or on an error)."""
     try:
-        return {c.model_id: c for c in fusion_choices(resources.workspace(), source_id)}
+        return {c.model_id: c for c in resources.operations().fusion_choices(source_id)}
     except SoftMapError:
         return {}
 

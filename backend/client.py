@@ -20,13 +20,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel
 
 from backend import errors
 from backend.embedding.pipeline import EmbedResult
 from backend.errors import SoftMapError
+from backend.imagery.sources import SceneSource
+from backend.landcover.maps import LandCoverResult
 from backend.models.inference import Progress, ProgressCallback
-from backend.search.query import SearchResponse, SearchResult
+from backend.search.heatmap import MatchHeatmap
+from backend.search.query import SearchQuery, SearchResponse, SearchResult
+from backend.server.landcover_arrays import unpack as unpack_landcover
 from backend.server.locator import TOKEN_ENV, URL_ENV
 from backend.server.schemas import (
     ErrorBody,
@@ -49,6 +55,7 @@ from backend.service import (
     ExportRequest,
     LandCoverRequest,
     ProjectRequest,
+    RegionSpec,
     ReportRequest,
     RunsReport,
     SearchRequest,
@@ -275,6 +282,87 @@ class SoftMapClient:
     ) -> dict[str, Any]:
         return self.run("landcover", req, progress)
 
+    def map_landcover_result(
+        self,
+        req: LandCoverRequest,
+        source: SceneSource,
+        progress: ProgressCallback | None = None,
+    ) -> LandCoverResult:
+        """As :func:`backend.service.map_landcover`, on the service: the job, then its map with
+        the probabilities (``GET /jobs/{id}/landcover.npz``) on the caller's ``source``."""
+        job = self.submit("landcover", req)
+        self.wait(job.id, progress)
+        data = self._request("GET", f"/jobs/{job.id}/landcover.npz").content
+        return unpack_landcover(data, source)
+
+    def landcover_heads(self, model: str | None = None) -> list[dict[str, Any]]:
+        """The heads' ``info()``, as :func:`backend.service.landcover_heads`."""
+        params = {"model": model} if model else {}
+        found = self._request("GET", "/landcover/heads", params=params).json()
+        return list(Payload.model_validate(found).model_dump()["heads"])
+
+    def tile_records(self, tile_ids: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
+        """As :func:`backend.service.tile_records` (footprints as GeoJSON text, as stored)."""
+        if not tile_ids:
+            return []
+        found = self._get("/tiles", Payload, id=list(tile_ids)).model_dump()["tiles"]
+        return [
+            {**r, "footprint": json.dumps(r["footprint"])}
+            if isinstance(r.get("footprint"), dict)
+            else r
+            for r in found
+        ]
+
+    def region_tiles(
+        self, model: str, source: str, region: RegionSpec, limit: int = 5000
+    ) -> list[dict[str, Any]]:
+        """As :func:`backend.service.region_tiles`: the model's cached tiles over a region."""
+        body = {
+            "model": model,
+            "source": source,
+            "region": region.model_dump(mode="json", exclude_none=True),
+            "limit": limit,
+        }
+        found = self._post("/tiles/region", body, Payload).model_dump()["tiles"]
+        return [
+            {**r, "footprint": json.dumps(r["footprint"])}
+            if isinstance(r.get("footprint"), dict)
+            else r
+            for r in found
+        ]
+
+    def tile_under(self, model: str, lon: float, lat: float) -> str | None:
+        """As :func:`backend.service.tile_under`: the model's cached tile at a point."""
+        found = self._request("GET", "/tiles/at", params={"model": model, "lon": lon, "lat": lat})
+        tile_id = Payload.model_validate(found.json()).model_dump()["tile_id"]
+        return None if tile_id is None else str(tile_id)
+
+    def result_heatmap(
+        self, model: str, preprocessing_hash: str, tile_id: str, query: NDArray[np.float32]
+    ) -> MatchHeatmap | None:
+        """As :func:`backend.service.result_heatmap`, on the service (which holds the model)."""
+        body = {
+            "model": model,
+            "preprocessing_hash": preprocessing_hash,
+            "tile_id": tile_id,
+            "query": np.asarray(query, dtype=np.float32).ravel().tolist(),
+        }
+        found = self._post("/search/heatmap", body, Payload).model_dump()["heatmap"]
+        if found is None:
+            return None
+        return MatchHeatmap(
+            tile_id=str(found["tile_id"]),
+            scores=np.asarray(found["scores"], dtype=np.float32),
+            best_row=int(found["best_row"]),
+            best_col=int(found["best_col"]),
+            best_score=float(found["best_score"]),
+            footprint=dict(found["footprint"]),
+        )
+
+    def cache_stats(self) -> CacheStats:
+        """Size and counts of the service's cache."""
+        return self.recent_runs(limit=1).stats
+
     def detect_change(self, req: ChangeRequest) -> dict[str, Any]:
         return self.run("change", req)
 
@@ -291,9 +379,18 @@ class SoftMapClient:
         """As :func:`backend.service.find_similar`, on the service."""
         out = self.search(req).model_dump()
         hits = tuple(SearchResult(**h) for h in out.pop("results"))
+        vector = out.pop("query_vector", None)
         out["query_tile_ids"] = tuple(out["query_tile_ids"])
         out["negative_tile_ids"] = tuple(out["negative_tile_ids"])
-        return SearchResponse(**out, results=hits)
+        query = None
+        if vector is not None:
+            query = SearchQuery(
+                vector=np.asarray(vector, dtype=np.float32),
+                positive_ids=out["query_tile_ids"],
+                negative_ids=out["negative_tile_ids"],
+                method=out["method"],
+            )
+        return SearchResponse(**out, results=hits, query=query)
 
     def project(self, req: ProjectRequest) -> dict[str, Any]:
         return self._post("/projection", req, Payload).model_dump()

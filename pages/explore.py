@@ -62,7 +62,6 @@ from backend.service import (
     tile_at,
     tile_block_region,
     tile_grid_geojson,
-    tile_records,
 )
 
 PAGE = "explore"
@@ -212,7 +211,7 @@ def selected_record(
             if t["tile_id"] == tile_id:
                 return t
     with user_errors():
-        found = tile_records(resources.workspace(), [tile_id])
+        found = resources.operations().tile_records([tile_id])
         return found[0] if found else None
     return None
 

@@ -61,6 +61,10 @@ class JobContext:
         self._notify = notify
         self.started = datetime.now(timezone.utc)
 
+    @property
+    def job_id(self) -> str:
+        return self._job.id
+
     def progress(self, p: Progress) -> None:
         """Record progress (the engine's callback); raises when the job was cancelled."""
         self._job.progress = JobProgress(

@@ -213,6 +213,9 @@ class SearchOut(Response):
     suppressed: int
     seconds: float
     results: list[SearchHit]
+    query_vector: list[float] | None = Field(
+        default=None, description="the vector searched with (for a result's match heatmap)"
+    )
 
 
 class Payload(Response):

@@ -15,6 +15,7 @@ from backend.imagery.regions import Region, validate_region
 from backend.imagery.sources import SceneSource, SourceCatalog, demo_catalog
 from backend.server.config import ServerConfig
 from backend.server.jobs import JobManager
+from backend.server.landcover_arrays import LandCoverShelf
 from backend.server.security import PathNotAllowedError, confine
 from backend.service.workspace import RegionSpec, Workspace
 from backend.settings import Settings, get_settings
@@ -88,6 +89,8 @@ class ServiceState:
         #: Small writes from request threads (labels, sources) take this; long work runs on
         #: the job thread. DuckDB would refuse two transactions touching the same rows anyway.
         self.write_lock = threading.Lock()
+        #: The last land-cover maps with their arrays, for ``GET /jobs/{id}/landcover.npz``.
+        self.landcover_maps = LandCoverShelf()
 
     # --- lifecycle --------------------------------------------------------------------------
     def open(self) -> EmbeddingCache:

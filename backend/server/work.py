@@ -58,6 +58,7 @@ def job_types(state: ServiceState) -> dict[str, JobType]:
 
     def landcover(req: service.LandCoverRequest, ctx: JobContext) -> dict[str, Any]:
         result = service.map_landcover(ws, req, progress=ctx.progress)
+        state.landcover_maps.put(ctx.job_id, result)
         return dict(state.public({**result.to_json(), "out": req.out}))
 
     def change(req: service.ChangeRequest, ctx: JobContext) -> dict[str, Any]:

@@ -12,10 +12,12 @@ import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from backend.errors import NotFoundError
 from backend.server.deps import State
+from backend.server.landcover_arrays import pack
 from backend.server.schemas import (
     ChangeRequest,
     EmbedRequest,
@@ -85,6 +87,24 @@ def cancel_job(job_id: str, state: State) -> JobInfo:
 def resume_job(job_id: str, state: State) -> JobInfo:
     """Queue an interrupted, failed or cancelled job again; it computes only what is missing."""
     return state.jobs.resume(job_id)
+
+
+@router.get(
+    "/jobs/{job_id}/landcover.npz",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def landcover_arrays(job_id: str, state: State) -> Response:
+    """A finished land-cover job's map with its probabilities (NumPy ``.npz``), kept for the
+    service's last few maps: what a client draws the map layers from."""
+    state.jobs.get(job_id)  # 404 for an unknown job
+    found = state.landcover_maps.get(job_id)
+    if found is None:
+        raise NotFoundError(
+            f"Job {job_id} has no land-cover map in memory (not a finished land-cover job, or "
+            "one of the service's older maps): submit POST /landcover again.",
+        )
+    return Response(pack(found), media_type="application/octet-stream")
 
 
 @router.get("/jobs/{job_id}/events")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
 from backend import service
 from backend.errors import SoftMapError
@@ -36,7 +38,9 @@ def run_search(state: ServiceState, body: SearchRequest) -> SearchOut:
         raise SoftMapError("scope 'source' needs a source.", title="Invalid query")
     if req.scope == "region" and req.region is None:
         raise SoftMapError("scope 'region' needs a region.", title="Invalid query")
-    return SearchOut.model_validate(service.find_similar(state.workspace, req).to_json())
+    found = service.find_similar(state.workspace, req)
+    vector = found.query.vector.astype(float).round(6).tolist() if found.query else None
+    return SearchOut.model_validate({**found.to_json(), "query_vector": vector})
 
 
 @router.get("/tiles", response_model=Payload)
@@ -56,6 +60,53 @@ def tiles(
         for r in records
     ]
     return Payload(tiles=out)
+
+
+@router.get("/tiles/at", response_model=Payload)
+def tile_at(state: State, model: str, lon: float, lat: float) -> Payload:
+    """The model's cached tile under a lon/lat point (``tile_id`` null: none there)."""
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise SoftMapError(f"point {lon},{lat} is not a lon/lat position.", title="Invalid query")
+    return Payload(tile_id=service.tile_under(state.workspace, model, lon, lat))
+
+
+class RegionTilesRequest(BaseModel):
+    """The model's cached tiles over a region of one source (the app's tile grid)."""
+
+    model: str
+    source: str
+    region: service.RegionSpec
+    limit: int = Field(default=MAX_TILES, ge=1, le=MAX_TILES)
+
+
+@router.post("/tiles/region", response_model=Payload)
+def region_tiles(body: RegionTilesRequest, state: State) -> Payload:
+    """Records of the model's cached tiles over a region of one source (at most ``limit``)."""
+    req = state.confine_request(body)
+    region = state.region(req.region)
+    found = service.region_tiles(state.workspace, req.model, req.source, region, req.limit)
+    return Payload(tiles=found)
+
+
+class HeatmapRequest(BaseModel):
+    """Where inside a result tile the match is: its patch tokens against the query vector."""
+
+    model: str
+    preprocessing_hash: str
+    tile_id: str
+    query: list[float] = Field(min_length=1, max_length=8192)
+
+
+@router.post("/search/heatmap", response_model=Payload)
+def heatmap(body: HeatmapRequest, state: State) -> Payload:
+    """The result tile's patch-token cosines with the query (``heatmap`` null: none stored)."""
+    query = np.asarray(body.query, dtype=np.float32)
+    found = service.result_heatmap(
+        state.workspace, body.model, body.preprocessing_hash, body.tile_id, query
+    )
+    if found is None:
+        return Payload(heatmap=None)
+    return Payload(heatmap={**found.to_json(), "footprint": found.footprint})
 
 
 @router.post("/search", response_model=SearchOut)

@@ -1,0 +1,221 @@
+"""What the app asks of the backend, in-process or through a SoftMap service, behind one object.
+
+:func:`app.resources.operations` returns an :class:`InProcess` (the application layer on the
+app's own workspace, as ``make run`` does) or, with ``SOFTMAP_BACKEND_URL`` set, a
+:class:`ThroughService` (the typed HTTP client of ``softmap serve``; ``SOFTMAP_BACKEND_TOKEN``
+is its bearer token). Both have the same methods and return the same types, so a view calls
+``resources.operations().embed(request, progress)`` without knowing where the work runs.
+
+Through a service the app never opens the DuckDB file: the service holds it (and the GPU).
+The scenes' pixels (maps, thumbnails) are read from the app's own copy of the bundled scenes,
+so only scenes both sides have are offered. Views not served yet raise
+:class:`NotThroughServiceError`, which the page shows as one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from backend.service import (
+    EmbedRequest,
+    FusionChoice,
+    LandCoverRequest,
+    LandCoverResult,
+    MatchHeatmap,
+    PairsRequest,
+    ProgressCallback,
+    Region,
+    RegionSpec,
+    SearchRequest,
+    SearchResponse,
+    SoftMapError,
+    embed,
+    find_similar,
+    fusion_choices,
+    landcover_heads,
+    list_pairs,
+    map_landcover,
+    model_version,
+    records,
+    region_tiles,
+    result_heatmap,
+    tile_records,
+    tile_under,
+)
+
+if TYPE_CHECKING:
+    from backend.client import SoftMapClient
+    from backend.embedding.pipeline import EmbedResult
+    from backend.imagery.sources import SourceCatalog
+    from backend.service import DataVersion, Workspace
+    from backend.store.cache import CacheStats
+
+#: Tile ids asked for in one ``GET /tiles`` (its query string stays well under the URL limit).
+TILES_PER_REQUEST = 200
+
+
+class NotThroughServiceError(SoftMapError):
+    title = "Not available through the service"
+
+
+class Operations(Protocol):
+    """The backend calls of the app's main path (sources, analyse, land cover, search)."""
+
+    #: Where the work runs, for the sidebar: ``in-process`` or the service's URL.
+    where: str
+
+    def catalog(self) -> SourceCatalog: ...
+    def cache_stats(self) -> CacheStats: ...
+    def embed(self, req: EmbedRequest, progress: ProgressCallback | None = None) -> EmbedResult: ...
+    def tile_records(self, tile_ids: Sequence[str]) -> list[dict[str, Any]]: ...
+    def map_landcover(
+        self, req: LandCoverRequest, progress: ProgressCallback | None = None
+    ) -> LandCoverResult: ...
+    def landcover_heads(self, model_id: str) -> list[str]: ...
+    def find_similar(self, req: SearchRequest) -> SearchResponse: ...
+    def model_version(self, model_id: str) -> DataVersion: ...
+    def records(self, tile_ids: Sequence[str]) -> list[dict[str, Any]]: ...
+    def tile_under(self, model_id: str, lon: float, lat: float) -> str | None: ...
+    def region_tiles(
+        self, model_id: str, source_id: str, region: Region, limit: int
+    ) -> list[dict[str, Any]]: ...
+    def result_heatmap(
+        self, model_id: str, preprocessing_hash: str, tile_id: str, query: NDArray[np.float32]
+    ) -> MatchHeatmap | None: ...
+    def list_pairs(self, req: PairsRequest) -> list[Any]: ...
+    def fusion_choices(self, source_id: str) -> list[FusionChoice]: ...
+
+
+class InProcess:
+    """The application layer on the app's own workspace (one writable DuckDB connection)."""
+
+    where = "in-process"
+
+    def __init__(self, ws: Workspace) -> None:
+        self.workspace = ws
+
+    def catalog(self) -> SourceCatalog:
+        return self.workspace.catalog()
+
+    def cache_stats(self) -> CacheStats:
+        return self.workspace.shared_cache().stats()
+
+    def embed(self, req: EmbedRequest, progress: ProgressCallback | None = None) -> EmbedResult:
+        return embed(self.workspace, req, progress=progress)
+
+    def tile_records(self, tile_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return tile_records(self.workspace, tile_ids)
+
+    def map_landcover(
+        self, req: LandCoverRequest, progress: ProgressCallback | None = None
+    ) -> LandCoverResult:
+        return map_landcover(self.workspace, req, progress=progress)
+
+    def landcover_heads(self, model_id: str) -> list[str]:
+        return [h.head_id for h in landcover_heads(self.workspace, model_id)]
+
+    def find_similar(self, req: SearchRequest) -> SearchResponse:
+        return find_similar(self.workspace, req)
+
+    def model_version(self, model_id: str) -> DataVersion:
+        return model_version(self.workspace, model_id)
+
+    def records(self, tile_ids: Sequence[str]) -> list[dict[str, Any]]:
+        return records(self.workspace, tile_ids)
+
+    def tile_under(self, model_id: str, lon: float, lat: float) -> str | None:
+        return tile_under(self.workspace, model_id, lon, lat)
+
+    def region_tiles(
+        self, model_id: str, source_id: str, region: Region, limit: int
+    ) -> list[dict[str, Any]]:
+        return region_tiles(self.workspace, model_id, source_id, region, limit)
+
+    def result_heatmap(
+        self, model_id: str, preprocessing_hash: str, tile_id: str, query: NDArray[np.float32]
+    ) -> MatchHeatmap | None:
+        return result_heatmap(self.workspace, model_id, preprocessing_hash, tile_id, query)
+
+    def list_pairs(self, req: PairsRequest) -> list[Any]:
+        return list(list_pairs(self.workspace, req))
+
+    def fusion_choices(self, source_id: str) -> list[FusionChoice]:
+        return list(fusion_choices(self.workspace, source_id))
+
+
+class ThroughService:
+    """The same calls on a SoftMap service (``softmap serve``), through its typed client."""
+
+    def __init__(self, client: SoftMapClient, local: SourceCatalog) -> None:
+        self.client = client
+        self.where = client.url
+        self._local = local
+        self._catalog: SourceCatalog | None = None
+
+    def catalog(self) -> SourceCatalog:
+        """The service's scenes that this app can draw (bundled here too), asked once."""
+        if self._catalog is None:
+            from backend.imagery.sources import SourceCatalog
+
+            served = {s.id for s in self.client.sources().sources}
+            self._catalog = SourceCatalog(s for s in self._local.list() if s.id in served)
+        return self._catalog
+
+    def cache_stats(self) -> CacheStats:
+        return self.client.cache_stats()
+
+    def embed(self, req: EmbedRequest, progress: ProgressCallback | None = None) -> EmbedResult:
+        return self.client.embed(req, progress)
+
+    def tile_records(self, tile_ids: Sequence[str]) -> list[dict[str, Any]]:
+        ids = list(tile_ids)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(ids), TILES_PER_REQUEST):
+            out.extend(self.client.tile_records(ids[i : i + TILES_PER_REQUEST]))
+        return out
+
+    def map_landcover(
+        self, req: LandCoverRequest, progress: ProgressCallback | None = None
+    ) -> LandCoverResult:
+        source = self.catalog().get(req.source)
+        return self.client.map_landcover_result(req, source, progress)
+
+    def landcover_heads(self, model_id: str) -> list[str]:
+        return [str(h["head_id"]) for h in self.client.landcover_heads(model_id)]
+
+    def find_similar(self, req: SearchRequest) -> SearchResponse:
+        return self.client.find_similar(req)
+
+    def model_version(self, model_id: str) -> DataVersion:
+        """A key that changes when the service's embeddings do (cached searches go stale)."""
+        stats = self.client.cache_stats()
+        return ((stats.embeddings, stats.runs),)
+
+    def records(self, tile_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The stored records in the order asked (missing ids left out)."""
+        by_id = {r["tile_id"]: r for r in self.tile_records(tile_ids)}
+        return [by_id[t] for t in tile_ids if t in by_id]
+
+    def tile_under(self, model_id: str, lon: float, lat: float) -> str | None:
+        return self.client.tile_under(model_id, lon, lat)
+
+    def region_tiles(
+        self, model_id: str, source_id: str, region: Region, limit: int
+    ) -> list[dict[str, Any]]:
+        spec = RegionSpec.of(region)
+        return self.client.region_tiles(model_id, source_id, spec, limit)
+
+    def result_heatmap(
+        self, model_id: str, preprocessing_hash: str, tile_id: str, query: NDArray[np.float32]
+    ) -> MatchHeatmap | None:
+        return self.client.result_heatmap(model_id, preprocessing_hash, tile_id, query)
+
+    def list_pairs(self, req: PairsRequest) -> list[Any]:
+        return []  # S1/S2 partners are not offered through the service yet
+
+    def fusion_choices(self, source_id: str) -> list[FusionChoice]:
+        return []

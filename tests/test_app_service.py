@@ -1,0 +1,156 @@
+"""The app in client mode: ``SOFTMAP_BACKEND_URL`` names a real ``softmap serve`` (uvicorn on a
+loopback port, its own cache), and the app, run headless with AppTest, analyses, maps land cover
+and searches through it, never opening a DuckDB file itself."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.landcover.labels import DW_TITLES, N_CLASSES
+from backend.settings import PROJECT_ROOT, get_settings
+from tests.conftest import VIRGINIA_SMALL_BBOX
+from tests.test_server_process import service
+
+MAIN = str(PROJECT_ROOT / "app" / "main.py")
+TOKEN = "app-test-token-0123456789"
+#: One of the 16 test-vit tiles of the small Virginia region.
+QUERY = "demo/virginia/112/112/9_6"
+
+
+@pytest.fixture(scope="module")
+def served(venv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A service with a token on its own cache; yields its URL and the cache file."""
+    db = tmp_path_factory.mktemp("service") / "service.duckdb"
+    with service(venv_bin, db, "--token", TOKEN, SOFTMAP_WARM_UP="0") as (_proc, url):
+        yield url, db
+
+
+@pytest.fixture
+def no_duckdb_here(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Fail any DuckDB connection this (the app's) process tries to open."""
+    opened: list[Any] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        opened.append(args)
+        raise AssertionError(f"the app opened DuckDB {args}")
+
+    monkeypatch.setattr(duckdb, "connect", refuse)
+    return opened
+
+
+def client_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, token: str | None = TOKEN, **q: str
+) -> AppTest:
+    monkeypatch.setenv("SOFTMAP_DB_PATH", str(tmp_path / "never-opened.duckdb"))
+    monkeypatch.setenv("SOFTMAP_BACKEND_URL", url)
+    if token is None:
+        monkeypatch.delenv("SOFTMAP_BACKEND_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("SOFTMAP_BACKEND_TOKEN", token)
+    get_settings.cache_clear()
+    at = AppTest.from_file(MAIN, default_timeout=180)
+    at.query_params["model"] = "test-vit"
+    for key, value in q.items():
+        at.query_params[key] = value
+    return at
+
+
+def _fds_on(path: Path) -> list[str]:
+    out = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            out.append(target)
+    return out
+
+
+@pytest.mark.slow
+def test_the_app_analyses_maps_and_searches_through_the_service(
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_duckdb_here: list[Any],
+) -> None:
+    url, service_db = served
+    at = client_app(tmp_path, monkeypatch, url)
+    at.run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert f"(service {url})" in captions  # the device is the service's
+    assert f"Cache `{service_db}`" in captions
+
+    # Explore → Analyse: the embed job (progress from its events), then the land-cover job.
+    at.button(key="explore.analyse").click().run()
+    assert not at.exception, at.exception
+    assert "16 tiles analysed with test-vit: 16 computed, 0 from the cache" in at.success[0].value
+    analysis = at.session_state["app.analysis"]
+    assert len(analysis.tiles) == 16
+    shown = at.session_state["explore.landcover_shown"]
+    assert shown.error is None, shown.error
+    result = shown.result
+    assert len(result.tile_ids) == 16
+    assert result.token_probabilities is not None
+    assert result.token_probabilities.shape == (16, N_CLASSES, 8, 8)
+    table = at.dataframe[0].value
+    assert set(table["Class"]) == set(DW_TITLES)
+    assert sum(table["Expected km²"]) == pytest.approx(result.region_km2, abs=0.05)
+    # The layer was drawn from the service's probabilities.
+    _choice, layer = at.session_state["explore.landcover_layer"]
+    assert layer is not None
+
+    # Similar places: the search runs on the service.
+    similar = client_app(
+        tmp_path, monkeypatch, url, page="similar", source="demo/virginia",
+        bbox=VIRGINIA_SMALL_BBOX, q=QUERY, sup="0",
+    )  # fmt: skip
+    similar.run()
+    assert not similar.exception, similar.exception
+    response = similar.session_state["similar.query"]
+    assert response.positives == (QUERY,)
+    cards = [m.value for m in similar.markdown if m.value.startswith("**#")]
+    assert len(cards) == 10
+    assert any("10 results of 16 test-vit tiles" in c.value for c in similar.caption)
+    # The top result's match heatmap comes from the service's model too.
+    captions = [c for img in similar.image for c in img.captions]
+    assert any("Where it matches" in c for c in captions)
+    assert any("8 × 8 patches" in c.value for c in similar.caption)
+
+    # The app process never opened a cache: its own file does not exist, the service's is
+    # not open here, and no DuckDB connection was attempted.
+    assert not no_duckdb_here
+    assert not (tmp_path / "never-opened.duckdb").exists()
+    assert not _fds_on(service_db)
+
+
+@pytest.mark.slow
+def test_a_refused_token_and_an_unreachable_service_are_one_message(
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_duckdb_here: list[Any],
+) -> None:
+    url, _db = served
+    at = client_app(tmp_path, monkeypatch, url, token="wrong-token-0123456789")
+    at.run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert "token" in errors.lower()
+    assert "Traceback" not in errors
+
+    gone = client_app(tmp_path, monkeypatch, "http://127.0.0.1:9")  # discard port: refused
+    gone.run()
+    assert not gone.exception
+    errors = " ".join(e.value for e in gone.sidebar.error)
+    assert "SoftMap service unreachable" in errors
+    assert "http://127.0.0.1:9" in errors
+    assert not no_duckdb_here
