@@ -20,7 +20,12 @@ from rasterio.transform import Affine
 
 from backend.cli import main
 from backend.embedding.fusion import fused_model_id
-from backend.errors import HeadMismatchError, NotEnoughLabelsError, UnknownMappingError
+from backend.errors import (
+    HeadMismatchError,
+    NotEnoughLabelsError,
+    UnknownHeadError,
+    UnknownMappingError,
+)
 from backend.landcover.corine import CORINE_CLASSES, corine_class, patch_fractions
 from backend.landcover.labels import DW_CLASSES
 from backend.landcover.store import list_heads, stored_predictions
@@ -177,3 +182,7 @@ def test_too_few_places_are_refused(labelled_db: Path, tmp_path: Path) -> None:
     shutil.copy(labelled_db, db)
     with pytest.raises(NotEnoughLabelsError, match="places"):
         fit_set_landcover_head(_ws(db), SetHeadRequest(model=FUSED, sources=[AUSTRIA]))
+    with EmbeddingCache(db) as cache, cache.cursor() as cur:
+        cur.execute("DELETE FROM landcover_heads")
+    with pytest.raises(UnknownHeadError, match="fit --labels patches --model test-vit"):
+        map_set(_ws(db), SetMapRequest(model=FUSED))

@@ -75,7 +75,10 @@ def set_tiles(
         if keep and (best is None or len(keep) > best[0]):
             best = (len(keep), eset, keep, [records[t] for t in keep])
     if best is None:
-        where = f" over {', '.join(sources)}" if sources else ""
+        where = ""
+        if sources:
+            listed = ", ".join(sorted(sources)[:3])
+            where = f" over {listed}" + (f" or {len(sources) - 3} more" if len(sources) > 3 else "")
         raise NotFoundError(
             f"{model_id} has no embedded tiles{where}. Embed them first (softmap embed, or "
             "softmap fuse for an S2 + S1 set).",

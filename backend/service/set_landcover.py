@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from backend.errors import NotFoundError
+from backend.errors import NotFoundError, UnknownHeadError
 from backend.imagery.bigearthnet import metadata_file, read_patch_metadata
 from backend.imagery.pairing import DEFAULT_WINDOW_DAYS, all_pairs
 from backend.landcover.corine import CORINE_MAPPING, patch_soft_labels
@@ -24,7 +24,7 @@ from backend.landcover.set_heads import (
     fit_set_head,
     map_set_landcover,
 )
-from backend.landcover.store import resolve_head
+from backend.landcover.store import list_heads, resolve_head
 from backend.service.workspace import Request, Workspace
 
 #: The labels ``fit_set_landcover_head`` reads (``--labels patches``).
@@ -111,5 +111,10 @@ def map_set(ws: Workspace, req: SetMapRequest) -> SetLandCover:
         HeadMismatchError: the head does not read these embeddings.
     """
     with ws.cache() as cache:
+        if req.head is None and not list_heads(cache, req.model, ws.settings):
+            raise UnknownHeadError(
+                f"There is no land-cover head for {req.model}. Fit one on its stored tiles: "
+                f"softmap landcover fit --labels patches --model {req.model}."
+            )
         head = resolve_head(cache, req.model, req.head, ws.settings)
         return map_set_landcover(cache, head, req.model, req.sources)
