@@ -69,11 +69,16 @@ def set_tiles(
     for eset in cache.embedding_sets():
         if eset.model_id != model_id:
             continue
-        ids, _ = cache.embeddings(eset)
-        records = {r["tile_id"]: str(r["source_id"]) for r in cache.tiles(ids)}
-        keep = [t for t in ids if t in records and (sources is None or records[t] in sources)]
-        if keep and (best is None or len(keep) > best[0]):
-            best = (len(keep), eset, keep, [records[t] for t in keep])
+        with cache.cursor() as cur:
+            rows = cur.execute(
+                f"SELECT e.tile_id, t.source_id FROM {eset.table_name} e "
+                "JOIN tiles t ON t.tile_id = e.tile_id "
+                "WHERE ?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], t.source_id) "
+                "ORDER BY e.tile_id",
+                [sources and list(sources), sources and list(sources)],
+            ).fetchall()
+        if rows and (best is None or len(rows) > best[0]):
+            best = (len(rows), eset, [r[0] for r in rows], [str(r[1]) for r in rows])
     if best is None:
         where = ""
         if sources:
