@@ -31,13 +31,16 @@ from backend.cli.common import (
 from backend.cli.validation import fraction, input_file, output_file
 
 ORDER = 20
+#: ``--features`` value → whether a reference head reads the embedding.
+_FEATURES = {"bands": False, "embedding+bands": True}
 
 _USAGE = """softmap landcover --source ID (--bbox W,S,E,N | --aoi FILE) --model ID [--head ID]
                          [--out PATH.tif] [--no-tokens] [--db PATH] [--json]
        softmap landcover fit --source ID --model ID [--labels PATH --mapping NAME |
                          --labels worldcover]
-       softmap landcover fit --labels reference --model ID [--source ID] [--bundle]
-                         [--bbox W,S,E,N | --aoi FILE] [--bundle] [--db PATH] [--json]
+       softmap landcover fit --labels reference --model ID [--source ID]
+                         [--features bands|embedding+bands] [--bundle]
+                         [--bbox W,S,E,N | --aoi FILE] [--db PATH] [--json]
        softmap landcover fit --labels patches --model ID [--source ID,ID]
        softmap landcover --set --model ID [--head ID] [--source ID,ID]
        softmap landcover heads [--model ID] [--db PATH] [--json]"""
@@ -79,6 +82,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--mapping", help="fit: class mapping of --labels (e.g. esa-worldcover)")
     p.add_argument("--min-labelled", type=fraction, help="fit: minimum labelled share of a tile")
+    p.add_argument(
+        "--features",
+        choices=list(_FEATURES),
+        help="fit --labels reference: what the head reads, `bands` (spectral band and texture "
+        "features per cell, the default) or `embedding+bands` (the model's embedding as well)",
+    )
     p.add_argument(
         "--bundle", action="store_true", help="fit: write the head to assets/models/heads/"
     )
@@ -183,6 +192,8 @@ def _fit(args: argparse.Namespace) -> int:
         raise invalid("--head and --out belong to the map form, not `fit`.")
     if args.labels == "reference":
         return _fit_reference(args)
+    if args.features:
+        raise invalid("--features belongs to `fit --labels reference`.")
     if args.labels == "worldcover":
         if args.mapping not in (None, "esa-worldcover"):
             raise invalid("--labels worldcover uses the esa-worldcover mapping.")
@@ -257,6 +268,7 @@ def _fit_reference(args: argparse.Namespace) -> int:
     req = request(
         ReferenceFitRequest,
         model=args.model,
+        embedding=_FEATURES[args.features or "bands"],
         bundle=args.bundle,
         engine=engine_options(args),
         **fields,
