@@ -3,6 +3,7 @@ out-of-distribution scores, held-out evaluation and ESA WorldCover over range re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,16 @@ from backend.landcover.reference import (
     block_split,
     reference_polygons,
 )
-from backend.landcover.spectral import apply_water_rule, pixel_rules, stack_reflectance
+from backend.landcover.spectral import (
+    FEATURE_COLUMNS,
+    FEATURE_NAMES,
+    FEATURE_SET,
+    SPECTRAL_V1,
+    apply_water_rule,
+    cell_features,
+    pixel_rules,
+    stack_reflectance,
+)
 from backend.landcover.worldcover import (
     WorldCoverUnavailableError,
     fetch_worldcover,
@@ -184,9 +194,30 @@ def brandenburg_map(
 def test_bundled_head_is_the_reference_head_with_water_rule_and_ood() -> None:
     head = resolve_head(None, "softmap-default")
     assert head.head_id == "softmap-default@reference" and head.water_rule
-    assert head.features == "spectral-v1" and {"tile", "token"} <= set(head.ood)
-    assert head.metrics["token"]["top1"] > 0.85
+    assert head.features == "spectral-v2" and {"tile", "token"} <= set(head.ood)
+    assert head.metrics["token"]["top1"] > 0.93
     assert head.training["sources"] == ["demo/virginia", "demo/brandenburg"]
+    # The map on the held-out polygons: towns come out built, and nothing else is traded away.
+    pixels = head.metrics["pixels"]
+    assert pixels["overall_accuracy"] > 0.95
+    got = {c["class"]: c for c in pixels["classes"]}
+    assert got["built"]["recall"] > 0.6 and got["built"]["precision"] > 0.8
+    assert got["water"]["recall"] > 0.98 and got["trees"]["recall"] > 0.95
+    assert got["crops"]["recall"] > 0.85 and got["crops"]["precision"] > 0.85
+
+
+def test_texture_features_separate_a_town_from_a_field_and_old_heads_read_their_prefix() -> None:
+    rng = np.random.default_rng(0)
+    field = {b: np.full((1, 64, 64), v, np.float32) for b, v in
+             (("B02", 0.05), ("B03", 0.07), ("B04", 0.06), ("B08", 0.3), ("B11", 0.2),
+              ("B12", 0.1), ("B10", 0.001))}  # fmt: skip
+    town = {b: v * rng.uniform(0.5, 1.5, v.shape).astype(np.float32) for b, v in field.items()}
+    f, t = cell_features(field, 8), cell_features(town, 8)
+    assert f.shape == t.shape == (1, 8, 8, len(FEATURE_NAMES))
+    tex = slice(len(SPECTRAL_V1), len(FEATURE_NAMES))
+    assert np.abs(f[..., tex]).max() < 1e-3 < t[..., tex].min()
+    assert FEATURE_COLUMNS["spectral-v1"] == len(SPECTRAL_V1) == 15
+    assert FEATURE_COLUMNS[FEATURE_SET] == len(FEATURE_NAMES)
 
 
 def test_table_share_equals_the_share_on_the_written_cog(
@@ -220,7 +251,7 @@ def test_held_out_evaluation_reads_like_a_confusion_matrix(
         )
     out = ev.to_json()
     assert ev.confusion.shape == (N_CLASSES, N_CLASSES + 1) and ev.pixels > 10_000
-    assert ev.accuracy is not None and ev.accuracy > 0.7
+    assert ev.accuracy is not None and ev.accuracy > 0.8
     rows = dict(zip(out["confusion"]["rows"], out["confusion"]["pixels"], strict=True))
     water = rows["water"]
     assert water[out["confusion"]["columns"].index("water")] / sum(water) > 0.9
@@ -292,3 +323,24 @@ def test_worldcover_offline_says_so_in_one_line(
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "offline" in err[0]
+
+
+def test_cli_fits_a_reference_head_on_embedding_plus_bands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "c.duckdb")
+    code = main(
+        ["landcover", "fit", "--labels", "reference", "--source", "demo/brandenburg",
+         "--model", "test-vit", "--features", "embedding+bands", "--db", db, "--json", "--quiet"]
+    )  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["training"]["features"] == f"embedding + {FEATURE_SET}"
+    assert out["head_id"].startswith("test-vit@reference-") and out["stored"] == "cache"
+    assert out["uses_embedding"] and out["dim"] > len(FEATURE_NAMES)
+    # The option belongs to the reference labels only, and says so in one line.
+    code = main(
+        ["landcover", "fit", "--labels", "worldcover", "--source", "demo/brandenburg",
+         "--model", "test-vit", "--features", "bands", "--db", db]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--features" in err[0]

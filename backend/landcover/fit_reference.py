@@ -26,11 +26,11 @@ from backend.imagery.regions import Region
 from backend.imagery.sources import SceneSource
 from backend.landcover.features import OutOfDistribution, fit_ood, tile_spectra
 from backend.landcover.heads import LandCoverHead, LinearSoftmax, evaluate, fit_linear_softmax
-from backend.landcover.labels import N_CLASSES, SoftLabels
+from backend.landcover.labels import DW_CLASSES, N_CLASSES, SoftLabels
 from backend.landcover.maps import tile_tokens
 from backend.landcover.reference import reference_soft_labels
 from backend.landcover.spectral import FEATURE_SET, apply_water_rule
-from backend.landcover.store import bundled_heads_dir, now, save_head
+from backend.landcover.store import bundled_heads_dir, forget_predictions, now, save_head
 from backend.models import EmbeddingModel
 from backend.models.inference import EmbeddingEngine, ProgressCallback
 from backend.settings import Settings, get_settings
@@ -38,6 +38,9 @@ from backend.store.cache import EmbeddingCache
 
 #: Most training rows per dominant class (seeded random subset beyond it).
 CLASS_CAP = 6000
+#: Training rows of these classes are repeated this often (by dominant class): built cells are
+#: a sixth as many as crops, and without it the head all but never paints a town.
+CLASS_REPEAT: dict[int, int] = {DW_CLASSES.index("built"): 3}
 #: Minimum labelled share of a tile or cell to train or evaluate on it.
 MIN_LABELLED = 0.5
 #: Mapping name recorded for heads fitted here.
@@ -149,7 +152,7 @@ def _cap(labels: SoftLabels, cap: int, seed: int) -> NDArray[np.int64]:
         rows = idx[dom == c]
         if len(rows) > cap:
             rows = np.sort(rng.choice(rows, size=cap, replace=False))
-        keep.append(rows)
+        keep.extend([rows] * CLASS_REPEAT.get(c, 1))
     return np.sort(np.concatenate(keep))
 
 
@@ -179,7 +182,7 @@ def _fit_level(
         p = apply_water_rule(p, rules[test])
     prior = int(np.bincount(train.dominant[rows], minlength=N_CLASSES).argmax())
     metrics = evaluate(p, held.subset(test), n_train=len(rows), prior=prior).to_json()
-    ood = fit_ood(x[rows], x[test], seed=seed)
+    ood = fit_ood(x[np.unique(rows)], x[test], seed=seed)
     return head, metrics, ood
 
 
@@ -199,17 +202,12 @@ def _with_pixel_evaluation(
     from dataclasses import replace
 
     from backend.landcover.evaluation import evaluate_landcover
-    from backend.landcover.store import ensure_tables
 
     probe = replace(head, head_id=f"{head.head_id}#evaluation")
     try:
         ev = evaluate_landcover(sources, model, cache, head=probe, engine=engine, settings=settings)
     finally:
-        if ensure_tables(cache):
-            with cache.transaction() as cur:
-                for table in ("landcover_predictions", "landcover_token_predictions",
-                              "landcover_ood"):  # fmt: skip
-                    cur.execute(f"DELETE FROM {table} WHERE head_id = ?", [probe.head_id])
+        forget_predictions(cache, probe.head_id)
     out = ev.to_json()
     out.pop("head", None)
     return replace(head, metrics={**head.metrics, "pixels": out})
@@ -297,6 +295,7 @@ def fit_reference_head(
         ),
         "min_labelled_fraction": MIN_LABELLED,
         "class_cap": CLASS_CAP,
+        "class_repeat": {DW_CLASSES[c]: k for c, k in CLASS_REPEAT.items()},
         "features": f"embedding + {FEATURE_SET}" if embedding else f"{FEATURE_SET} only",
         "water_rule": water_rule,
         "loss": "soft cross-entropy (≡ KL to the class fractions), L2 1e-2, L-BFGS",
@@ -323,6 +322,8 @@ def fit_reference_head(
     head = _with_pixel_evaluation(head, sources, model, cache, engine, settings)
     if bundle:
         stored = str(head.save_bundle(bundled_heads_dir(settings)))
+        # Maps stored under this id came from the head just replaced.
+        forget_predictions(cache, head.head_id)
     else:
         save_head(cache, head)
         stored = "cache"

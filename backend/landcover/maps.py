@@ -61,7 +61,7 @@ from backend.landcover.labels import (
     scene_label_raster,
     tile_soft_labels,
 )
-from backend.landcover.spectral import apply_water_rule
+from backend.landcover.spectral import FEATURE_COLUMNS, apply_water_rule
 from backend.landcover.store import (
     StoredPredictions,
     bundled_heads_dir,
@@ -463,6 +463,7 @@ def head_inputs(
         return x
     if spectra is None:
         raise SoftMapError(f"Head {head.head_id} needs spectral features.", title="Head input")
+    spectra = spectra[..., : FEATURE_COLUMNS.get(head.features, spectra.shape[-1])]
     if not head.uses_embedding:
         return np.asarray(spectra, dtype=np.float32)
     return np.concatenate([x, spectra], axis=-1).astype(np.float32)

@@ -61,8 +61,9 @@ HOT_CLOUD = 0.02
 BLUE_CLOUD = 0.16
 SCL_CLOUD = (3, 8, 9, 10)
 
-#: Per-cell spectral features appended to the embedding by spectral heads, in this order.
-FEATURE_NAMES: tuple[str, ...] = (
+#: The first spectral features (``spectral-v1``): band means, indices, two texture bands and
+#: the rule shares.
+SPECTRAL_V1: tuple[str, ...] = (
     "B02",
     "B03",
     "B04",
@@ -79,8 +80,34 @@ FEATURE_NAMES: tuple[str, ...] = (
     "snow_fraction",
     "land_fraction",
 )
+#: Within-cell texture at 10 m (towns are heterogeneous: roofs, gardens, streets and trees
+#: side by side), appended after :data:`SPECTRAL_V1` in three copies: the cell itself, the mean
+#: over its 3 × 3 neighbourhood of cells in the tile, and the mean over the whole tile.
+TEXTURE_NAMES: tuple[str, ...] = (
+    "std_B02",
+    "std_B03",
+    "std_B11",
+    "std_B12",
+    "std_ndvi",
+    "std_ndbi",
+    "grad_B08",
+    "grad_B04",
+)
+#: Per-cell spectral features appended to the embedding by spectral heads, in this order.
+FEATURE_NAMES: tuple[str, ...] = (
+    *SPECTRAL_V1,
+    *TEXTURE_NAMES,
+    *(f"nb_{n}" for n in TEXTURE_NAMES),
+    *(f"tile_{n}" for n in TEXTURE_NAMES),
+)
 #: Name of this feature set, recorded with a head that uses it.
-FEATURE_SET = "spectral-v1"
+FEATURE_SET = "spectral-v2"
+#: Feature set → how many leading columns of :data:`FEATURE_NAMES` it reads (older heads read a
+#: prefix of the current features).
+FEATURE_COLUMNS: dict[str, int] = {
+    "spectral-v1": len(SPECTRAL_V1),
+    "spectral-v2": len(FEATURE_NAMES),
+}
 
 
 def _ratio(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -184,9 +211,11 @@ def cell_features(
 
     Returns:
         ``(n, grid, grid, 15)`` float32: mean reflectance of six bands over the clear pixels,
-        mean NDVI, NDWI, MNDWI and NDBI, the standard deviation of B08 and B04 (texture), and the
-        water, snow and land fractions of the clear pixels. A cell without a clear pixel gets
-        zeros.
+        mean NDVI, NDWI, MNDWI and NDBI, the standard deviation of B08 and B04 (texture), the
+        water, snow and land fractions of the clear pixels (:data:`SPECTRAL_V1`), then
+        :data:`TEXTURE_NAMES` (standard deviations and the mean absolute difference between
+        neighbouring pixels) of the cell, of its 3 × 3 neighbourhood of cells and of the whole
+        tile. A cell without a clear pixel gets zeros.
     """
     rules = pixel_rules(reflectance, scl=scl)
     b = {k: np.asarray(v, dtype=np.float32) for k, v in reflectance.items()}
@@ -221,9 +250,26 @@ def cell_features(
         mean(rules.snow.astype(np.float32)),
         mean(rules.land.astype(np.float32)),
     ]
-    out = np.stack(feats, axis=-1)
+    ndvi, ndbi = _ratio(b["B08"], b["B04"]), _ratio(b["B11"], b["B08"])
+    tex = np.stack(
+        [std(b["B02"]), std(b["B03"]), std(b["B11"]), std(b["B12"]), std(ndvi), std(ndbi),
+         mean(_gradient(b["B08"])), mean(_gradient(b["B04"]))],
+        axis=-1,
+    )  # fmt: skip
+    tex[count == 0] = 0.0
+    padded = np.pad(tex, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    around = sum(padded[:, i : i + grid, j : j + grid] for i in range(3) for j in range(3)) / 9
+    tile = np.broadcast_to(tex.mean(axis=(1, 2), keepdims=True), tex.shape)
+    out = np.concatenate([np.stack(feats, axis=-1), tex, around, tile], axis=-1)
     out[count == 0] = 0.0
     return out.astype(np.float32)
+
+
+def _gradient(a: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``|∂x| + |∂y|`` of ``(n, h, w)`` by forward differences (0 on the last column and row)."""
+    gx = np.abs(np.diff(a, axis=-1, append=a[..., -1:]))
+    gy = np.abs(np.diff(a, axis=-2, append=a[..., -1:, :]))
+    return np.asarray(gx + gy, dtype=np.float32)
 
 
 def rule_fractions(

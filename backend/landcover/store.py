@@ -81,9 +81,16 @@ def save_head(cache: EmbeddingCache, head: LandCoverHead) -> None:
                 head.arrays_bytes(),
             ],
         )
-        # Predictions of an earlier head with this id are stale.
+    forget_predictions(cache, head.head_id)
+
+
+def forget_predictions(cache: EmbeddingCache, head_id: str) -> None:
+    """Delete the stored predictions of a head id (stale once a head with that id is refitted)."""
+    if not ensure_tables(cache):
+        return
+    with cache.transaction() as cur:
         for table in ("landcover_predictions", "landcover_token_predictions", "landcover_ood"):
-            cur.execute(f"DELETE FROM {table} WHERE head_id = ?", [head.head_id])
+            cur.execute(f"DELETE FROM {table} WHERE head_id = ?", [head_id])
 
 
 def list_heads(
