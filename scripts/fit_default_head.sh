@@ -3,7 +3,7 @@
 # rebuild the reference polygons and the cluster raster of both bundled scenes, fit the tile and
 # cell heads on their reference labels (spectral rules > polygons > snow rule > land-use raster,
 # training blocks only), calibrate the out-of-distribution limit on the held-out polygons, store
-# the pixel evaluation with the head, then print it. About 1.5 min on a shared 2-core CPU (the
+# the pixel evaluation with the head, then print it. About 1 min on a shared 2-core CPU (the
 # model embeds both scenes once; later runs reuse the cache).
 #
 #   scripts/fit_default_head.sh [--db PATH]
