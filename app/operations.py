@@ -14,7 +14,11 @@ so only scenes both sides have are offered. Views not served yet raise
 
 from __future__ import annotations
 
+import tempfile
+import threading
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -23,6 +27,7 @@ from numpy.typing import NDArray
 from backend.service import (
     EmbedRequest,
     FusionChoice,
+    LandCoverExportKind,
     LandCoverRequest,
     LandCoverResult,
     MatchHeatmap,
@@ -30,18 +35,24 @@ from backend.service import (
     ProgressCallback,
     Region,
     RegionSpec,
+    ReportRequest,
     SearchRequest,
     SearchResponse,
     SoftMapError,
+    UserClass,
     embed,
     find_similar,
     fusion_choices,
+    landcover_download,
+    landcover_export_name,
     landcover_heads,
+    list_classes,
     list_pairs,
     map_landcover,
     model_version,
     records,
     region_tiles,
+    report,
     result_heatmap,
     tile_records,
     tile_under,
@@ -54,6 +65,8 @@ if TYPE_CHECKING:
     from backend.service import DataVersion, Workspace
     from backend.store.cache import CacheStats
 
+#: Land-cover maps whose service job this app remembers (for their downloads).
+MAPS_KEPT = 8
 #: Tile ids asked for in one ``GET /tiles`` (its query string stays well under the URL limit).
 TILES_PER_REQUEST = 200
 
@@ -86,6 +99,9 @@ class Operations(Protocol):
     def result_heatmap(
         self, model_id: str, preprocessing_hash: str, tile_id: str, query: NDArray[np.float32]
     ) -> MatchHeatmap | None: ...
+    def list_classes(self) -> list[UserClass]: ...
+    def report_html(self, req: ReportRequest, landcover: LandCoverResult) -> str: ...
+    def landcover_export(self, kind: LandCoverExportKind, result: LandCoverResult) -> bytes: ...
     def list_pairs(self, req: PairsRequest) -> list[Any]: ...
     def fusion_choices(self, source_id: str) -> list[FusionChoice]: ...
 
@@ -140,6 +156,18 @@ class InProcess:
     ) -> MatchHeatmap | None:
         return result_heatmap(self.workspace, model_id, preprocessing_hash, tile_id, query)
 
+    def list_classes(self) -> list[UserClass]:
+        return list_classes(self.workspace)
+
+    def report_html(self, req: ReportRequest, landcover: LandCoverResult) -> str:
+        return report(self.workspace, req, landcover=landcover).html
+
+    def landcover_export(self, kind: LandCoverExportKind, result: LandCoverResult) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="softmap-export-") as tmp:
+            path = Path(tmp) / landcover_export_name(kind, result)
+            landcover_download(self.workspace, kind, result, path)
+            return path.read_bytes()
+
     def list_pairs(self, req: PairsRequest) -> list[Any]:
         return list(list_pairs(self.workspace, req))
 
@@ -155,6 +183,8 @@ class ThroughService:
         self.where = client.url
         self._local = local
         self._catalog: SourceCatalog | None = None
+        self._maps: list[tuple[LandCoverResult, str]] = []
+        self._lock = threading.Lock()
 
     def catalog(self) -> SourceCatalog:
         """The service's scenes that this app can draw (bundled here too), asked once."""
@@ -182,7 +212,42 @@ class ThroughService:
         self, req: LandCoverRequest, progress: ProgressCallback | None = None
     ) -> LandCoverResult:
         source = self.catalog().get(req.source)
-        return self.client.map_landcover_result(req, source, progress)
+        job = self.client.submit("landcover", req)
+        self.client.wait(job.id, progress)
+        result = self.client.landcover_arrays(job.id, source)
+        with self._lock:  # the map's job, for its downloads (the service keeps its last 8)
+            self._maps = [*self._maps[-(MAPS_KEPT - 1) :], (result, job.id)]
+        return result
+
+    def _job_of(self, result: LandCoverResult) -> str:
+        with self._lock:
+            found = next((job for r, job in self._maps if r is result), None)
+        if found is None:
+            raise NotThroughServiceError(
+                "This land-cover map was not made through the service: analyse the region again."
+            )
+        return found
+
+    def list_classes(self) -> list[UserClass]:
+        out = []
+        for c in self.client.classes():
+            created = c.get("created_at")
+            out.append(
+                UserClass(
+                    class_id=int(c["class_id"]),
+                    name=str(c["name"]),
+                    positives=int(c["positives"]),
+                    negatives=int(c["negatives"]),
+                    created_at=datetime.fromisoformat(created) if created else None,
+                )
+            )
+        return out
+
+    def report_html(self, req: ReportRequest, landcover: LandCoverResult) -> str:
+        return self.client.report_html(req)
+
+    def landcover_export(self, kind: LandCoverExportKind, result: LandCoverResult) -> bytes:
+        return self.client.landcover_export(self._job_of(result), kind)
 
     def landcover_heads(self, model_id: str) -> list[str]:
         return [str(h["head_id"]) for h in self.client.landcover_heads(model_id)]

@@ -8,9 +8,7 @@ so reruns (and other sessions asking for the same region) reuse the bytes.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import streamlit as st
 
@@ -24,9 +22,6 @@ from backend.service import (
     Region,
     RegionSpec,
     ReportRequest,
-    landcover_download,
-    list_classes,
-    report,
 )
 from backend.service import landcover_export_name as export_name
 
@@ -72,7 +67,7 @@ def labelled_classes() -> dict[str, str]:
     """User classes with positive and negative labels → a version (their label counts)."""
     return {
         c.name: f"{c.positives}+/{c.negatives}-"
-        for c in list_classes(resources.workspace())
+        for c in resources.operations().list_classes()
         if c.positives and c.negatives
     }
 
@@ -91,16 +86,13 @@ def report_html(
         head=str(_result.head["head_id"]),
         classes=tuple(name for name, _ in class_versions),
     )
-    return report(resources.workspace(), request, landcover=_result).html
+    return resources.operations().report_html(request, _result)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def export_bytes(kind: LandCoverExportKind, key: str, _result: LandCoverResult) -> bytes:
     """One export of a result, written by the backend into a temporary folder, as bytes."""
-    with tempfile.TemporaryDirectory(prefix="softmap-export-") as tmp:
-        path = Path(tmp) / export_name(kind, _result)
-        landcover_download(resources.workspace(), kind, _result, path)
-        return path.read_bytes()
+    return resources.operations().landcover_export(kind, _result)
 
 
 def report_files(

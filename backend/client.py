@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +54,7 @@ from backend.service import (
     ClassifyRequest,
     EmbedRequest,
     ExportRequest,
+    LandCoverExportKind,
     LandCoverRequest,
     ProjectRequest,
     RegionSpec,
@@ -292,8 +294,22 @@ class SoftMapClient:
         the probabilities (``GET /jobs/{id}/landcover.npz``) on the caller's ``source``."""
         job = self.submit("landcover", req)
         self.wait(job.id, progress)
-        data = self._request("GET", f"/jobs/{job.id}/landcover.npz").content
+        return self.landcover_arrays(job.id, source)
+
+    def landcover_arrays(self, job_id: str, source: SceneSource) -> LandCoverResult:
+        """A finished land-cover job's map with its probabilities, on the caller's ``source``."""
+        data = self._request("GET", f"/jobs/{job_id}/landcover.npz").content
         return unpack_landcover(data, source)
+
+    def landcover_export(self, job_id: str, kind: LandCoverExportKind) -> bytes:
+        """One download of a finished land-cover job's map (as the app's Report page offers)."""
+        return self._request("GET", f"/jobs/{job_id}/landcover/{kind}").content
+
+    def report_html(self, req: ReportRequest, progress: ProgressCallback | None = None) -> str:
+        """The report page's HTML: the job writes it under ``outputs/``; this fetches it."""
+        name = f"reports/{uuid.uuid4().hex}.html"
+        self.run("report", req.model_copy(update={"out": Path(name)}), progress)
+        return self._request("GET", f"/files/outputs/{name}").text
 
     def landcover_heads(self, model: str | None = None) -> list[dict[str, Any]]:
         """The heads' ``info()``, as :func:`backend.service.landcover_heads`."""

@@ -125,6 +125,21 @@ def test_the_app_analyses_maps_and_searches_through_the_service(
     assert any("Where it matches" in c for c in captions)
     assert any("8 × 8 patches" in c.value for c in similar.caption)
 
+    # Report & export: the report job's page and every download of the service's map.
+    report = client_app(
+        tmp_path, monkeypatch, url, page="report", source="demo/virginia",
+        bbox=VIRGINIA_SMALL_BBOX, analysed="1",
+    )  # fmt: skip
+    report.run()
+    assert not report.exception, report.exception
+    files = {el.proto.label.split(" · ")[0] for el in report.get("download_button")}
+    assert files == {
+        "Report (HTML)", "Tiles (GeoJSON)", "Tiles (GeoParquet)", "Probability map (COG)",
+        "Class areas (CSV)", "Embeddings (GeoParquet)",
+    }  # fmt: skip
+    (frame,) = report.get("iframe")
+    assert "<html" in str(frame.proto.srcdoc).lower()
+
     # The app process never opened a cache: its own file does not exist, the service's is
     # not open here, and no DuckDB connection was attempted.
     assert not no_duckdb_here

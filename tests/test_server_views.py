@@ -20,6 +20,7 @@ from backend.service import (
     EmbedRequest,
     LandCoverRequest,
     RegionSpec,
+    ReportRequest,
     SearchRequest,
     Workspace,
     map_landcover,
@@ -89,6 +90,19 @@ def test_landcover_map_with_its_arrays(
     np.testing.assert_allclose(
         got.probability_raster().data, want.probability_raster().data, atol=1e-6
     )
+    # Its downloads, as the Report page offers them, from the same map.
+    job = remote.jobs(state="completed")[0]
+    assert job.kind == "landcover"
+    rows = remote.landcover_export(job.id, "areas_csv").decode().splitlines()
+    assert rows[0].startswith("source,model,head,") and "expected_km2" in rows[0]
+    assert len(rows) == 1 + len(got.areas)
+    assert remote.landcover_export(job.id, "probability_cog")[:2] in (b"II", b"MM")
+    with pytest.raises(SoftMapError):
+        remote.landcover_export(job.id, "nope")  # type: ignore[arg-type]
+    html = remote.report_html(
+        ReportRequest(source="demo/virginia", region=req.region, model=MODEL, classes=())
+    )
+    assert html.lstrip().lower().startswith("<!doctype")
     # A job without a map: one 404 with what to do.
     embed_job = remote.jobs(state="completed")[-1]
     with pytest.raises(NotFoundError, match="no land-cover map"):

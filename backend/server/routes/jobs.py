@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from backend import service
 from backend.errors import NotFoundError
+from backend.landcover.maps import LandCoverResult
 from backend.server.deps import State
 from backend.server.landcover_arrays import pack
 from backend.server.schemas import (
@@ -97,6 +101,26 @@ def resume_job(job_id: str, state: State) -> JobInfo:
 def landcover_arrays(job_id: str, state: State) -> Response:
     """A finished land-cover job's map with its probabilities (NumPy ``.npz``), kept for the
     service's last few maps: what a client draws the map layers from."""
+    return Response(pack(_shelved(state, job_id)), media_type="application/octet-stream")
+
+
+@router.get("/jobs/{job_id}/landcover/{kind}", response_class=Response)
+def landcover_export(job_id: str, kind: service.LandCoverExportKind, state: State) -> Response:
+    """One of the files offered next to a land-cover job's map (tiles, COG, areas CSV,
+    embeddings), as ``softmap report``'s downloads."""
+    found = _shelved(state, job_id)
+    with tempfile.TemporaryDirectory(prefix="softmap-export-") as tmp:
+        path = Path(tmp) / service.landcover_export_name(kind, found)
+        service.landcover_download(state.workspace, kind, found, path)
+        data = path.read_bytes()
+    return Response(
+        data,
+        media_type=service.LANDCOVER_EXPORTS[kind].mime,
+        headers={"Content-Disposition": f'attachment; filename="{path.name}"'},
+    )
+
+
+def _shelved(state: ServiceState, job_id: str) -> LandCoverResult:
     state.jobs.get(job_id)  # 404 for an unknown job
     found = state.landcover_maps.get(job_id)
     if found is None:
@@ -104,7 +128,7 @@ def landcover_arrays(job_id: str, state: State) -> Response:
             f"Job {job_id} has no land-cover map in memory (not a finished land-cover job, or "
             "one of the service's older maps): submit POST /landcover again.",
         )
-    return Response(pack(found), media_type="application/octet-stream")
+    return found
 
 
 @router.get("/jobs/{job_id}/events")
