@@ -169,3 +169,24 @@ def test_a_refused_token_and_an_unreachable_service_are_one_message(
     assert "SoftMap service unreachable" in errors
     assert "http://127.0.0.1:9" in errors
     assert not no_duckdb_here
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["embedding", "classes", "change"])
+def test_views_not_served_yet_say_so_in_one_line(
+    page: str,
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_duckdb_here: list[Any],
+) -> None:
+    url, _db = served
+    at = client_app(
+        tmp_path, monkeypatch, url, page=page, source="demo/virginia", bbox=VIRGINIA_SMALL_BBOX
+    )
+    at.run()
+    assert not at.exception, at.exception
+    shown = " ".join(m.value for m in [*at.error, *at.warning, *at.info])
+    assert "Not available through the service" in shown or "SOFTMAP_BACKEND_URL" in shown, shown
+    assert "Traceback" not in shown
+    assert not no_duckdb_here
