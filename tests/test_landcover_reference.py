@@ -344,3 +344,27 @@ def test_cli_fits_a_reference_head_on_embedding_plus_bands(
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--features" in err[0]
+
+
+def test_a_refitted_bundled_head_does_not_serve_the_maps_of_the_one_it_replaced(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from backend.landcover.store import (
+        forget_stale_predictions,
+        stored_predictions,
+        write_predictions,
+    )
+
+    head = resolve_head(None, "softmap-default")
+    probs = np.full((2, N_CLASSES), 1 / N_CLASSES, np.float32)
+    with EmbeddingCache(tmp_path / "c.duckdb") as cache:
+        ensure = stored_predictions(cache, head.model_id, ["a"], head.head_id)  # creates tables
+        assert not ensure.tile_ids
+        write_predictions(cache, "landcover_predictions", head, ["a", "b"], probs)
+        forget_stale_predictions(cache, head)  # written after this head: kept
+        assert len(stored_predictions(cache, head.model_id, ["a", "b"], head.head_id).tile_ids) == 2
+        refit = replace(head, created_at="2999-01-01T00:00:00+00:00")
+        forget_stale_predictions(cache, refit)
+        assert not stored_predictions(cache, head.model_id, ["a", "b"], head.head_id).tile_ids

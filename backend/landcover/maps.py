@@ -66,6 +66,7 @@ from backend.landcover.store import (
     StoredPredictions,
     bundled_heads_dir,
     ensure_tables,
+    forget_stale_predictions,
     list_heads,
     now,
     resolve_head,
@@ -589,6 +590,7 @@ def predict_landcover(
     assert eset is not None
     check_head_applies(chosen, eset.preprocessing_hash, cache.set_preprocessing(eset))
     ensure_tables(cache)
+    forget_stale_predictions(cache, chosen)
     stored = stored_predictions(cache, model.meta.id, ids, chosen.head_id)
     have = set(stored.tile_ids)
     todo = [t for t in ids if t not in have]

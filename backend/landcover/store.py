@@ -84,12 +84,42 @@ def save_head(cache: EmbeddingCache, head: LandCoverHead) -> None:
     forget_predictions(cache, head.head_id)
 
 
+_PREDICTION_TABLES = ("landcover_predictions", "landcover_token_predictions", "landcover_ood")
+
+
+def forget_stale_predictions(cache: EmbeddingCache, head: LandCoverHead) -> None:
+    """Delete stored predictions of ``head``'s id written before the head was fitted.
+
+    A bundled head refitted under the same id (``softmap-default@reference``) reaches other
+    caches through the assets, not through :func:`save_head`: their maps of the earlier head
+    would otherwise be served as this one's.
+    """
+    if not head.created_at or not ensure_tables(cache):
+        return
+    created = datetime.fromisoformat(head.created_at)
+    with cache.cursor() as cur:
+        stale = any(
+            cur.execute(
+                f"SELECT 1 FROM {table} WHERE head_id = ? AND created_at < ? LIMIT 1",
+                [head.head_id, created],
+            ).fetchone()
+            for table in _PREDICTION_TABLES
+        )
+    if stale:
+        with cache.transaction() as cur:
+            for table in _PREDICTION_TABLES:
+                cur.execute(
+                    f"DELETE FROM {table} WHERE head_id = ? AND created_at < ?",
+                    [head.head_id, created],
+                )
+
+
 def forget_predictions(cache: EmbeddingCache, head_id: str) -> None:
     """Delete the stored predictions of a head id (stale once a head with that id is refitted)."""
     if not ensure_tables(cache):
         return
     with cache.transaction() as cur:
-        for table in ("landcover_predictions", "landcover_token_predictions", "landcover_ood"):
+        for table in _PREDICTION_TABLES:
             cur.execute(f"DELETE FROM {table} WHERE head_id = ?", [head_id])
 
 
