@@ -112,7 +112,14 @@ BRANDENBURG: list[tuple[str, str, int, int, int, int]] = [
     ("built", "village on the lake", 705, 335, 740, 385),
     ("built", "village, north-east", 1470, 140, 1525, 190),
     ("built", "town, west edge", 2, 230, 35, 290),
-    ("built", "town, south-west", 215, 630, 280, 690),
+    # Re-checked 2026-12-02 at 4× zoom: the first rectangle (215–280, 630–690) held a pond and a
+    # field west of the village street; now the street's roofs only.
+    ("built", "town, south-west", 248, 628, 285, 700),
+    # Added 2026-12-02 (towns were too few to train on), each checked at 4× zoom on the
+    # true-colour composite: red and grey roofs among gardens, no field or water inside.
+    ("built", "village north of the ponds, south-west", 260, 520, 310, 555),
+    ("built", "farm buildings and houses, south-west", 215, 570, 250, 610),
+    ("built", "housing blocks and village, south-west", 312, 670, 352, 712),
 ]
 #: k-means cluster (k = 10, seed 0, Virginia clear-land cells) → class, named by eye on the
 #: false-colour composite; -1: mixed, not used. 1, 7: dark red (evergreen and leafless
