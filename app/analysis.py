@@ -23,12 +23,14 @@ from backend.service import (
 )
 from backend.service.sensors import FuseRequest, fuse_region, split_fused_model_id
 
-#: Land-cover heads are fitted per model on a scene's label raster; no head reads fused sets yet.
+#: A fused S2 + S1 set has no model that runs, so Explore cannot map a region with it; its
+#: land-cover heads are fitted and applied on the stored set (``softmap landcover --set``).
 FUSED_HAS_NO_HEAD = SoftMapError(
-    "Land-cover heads are fitted per model and none reads a fused S2 + S1 set yet. Similar "
-    "places, Embedding space and My classes work on it; for a land-cover map choose the S2 "
-    "model alone.",
-    title="No land-cover head for S2 + S1",
+    "A fused S2 + S1 set is mapped from its stored tiles, not from a region's pixels: fit a "
+    "head on it with `softmap landcover fit --labels patches --model <s2>+<s1>`, then map the "
+    "set with `softmap landcover --set --model <s2>+<s1>`; Embedding space colours a fused "
+    "scope by that head. Here, choose the S2 model alone for a land-cover map of the region.",
+    title="No region map for S2 + S1",
 )
 
 
