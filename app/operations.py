@@ -33,9 +33,13 @@ from backend.service import (
     MatchHeatmap,
     PairsRequest,
     ProgressCallback,
+    Projection,
+    ProjectRequest,
     Region,
     RegionSpec,
     ReportRequest,
+    Scope,
+    ScopeRequest,
     SearchRequest,
     SearchResponse,
     SoftMapError,
@@ -53,12 +57,15 @@ from backend.service import (
     records,
     region_tiles,
     report,
+    resolve_scope,
     result_heatmap,
+    scope_projection,
     tile_records,
     tile_under,
 )
 
 if TYPE_CHECKING:
+    from backend.analysis.projection import ProjectionParams
     from backend.client import SoftMapClient
     from backend.embedding.pipeline import EmbedResult
     from backend.imagery.sources import SourceCatalog
@@ -104,6 +111,8 @@ class Operations(Protocol):
     def landcover_export(self, kind: LandCoverExportKind, result: LandCoverResult) -> bytes: ...
     def list_pairs(self, req: PairsRequest) -> list[Any]: ...
     def fusion_choices(self, source_id: str) -> list[FusionChoice]: ...
+    def resolve_scope(self, req: ScopeRequest) -> Scope: ...
+    def scope_projection(self, scope: Scope, params: ProjectionParams) -> Projection: ...
 
 
 class InProcess:
@@ -173,6 +182,12 @@ class InProcess:
 
     def fusion_choices(self, source_id: str) -> list[FusionChoice]:
         return list(fusion_choices(self.workspace, source_id))
+
+    def resolve_scope(self, req: ScopeRequest) -> Scope:
+        return resolve_scope(self.workspace, req)
+
+    def scope_projection(self, scope: Scope, params: ProjectionParams) -> Projection:
+        return scope_projection(self.workspace, scope, params)
 
 
 class ThroughService:
@@ -284,3 +299,25 @@ class ThroughService:
 
     def fusion_choices(self, source_id: str) -> list[FusionChoice]:
         return []
+
+    def resolve_scope(self, req: ScopeRequest) -> Scope:
+        """The scope's tiles, from its PCA (``POST /projection``; instant, cached there)."""
+        return self.client.project_scope(ProjectRequest(scope=req, method="pca")).scope
+
+    def scope_projection(self, scope: Scope, params: ProjectionParams) -> Projection:
+        """The projection the service computes (or has cached) for the same scope."""
+        named = ScopeRequest(
+            model=scope.eset.model_id,
+            source=scope.source_id if scope.kind != "all" else None,
+            region=RegionSpec.of(scope.region) if scope.region is not None else None,
+        )
+        req = ProjectRequest(
+            scope=named,
+            method=params.method,
+            pca_dims=params.pca_dims,
+            neighbors=params.n_neighbors,
+            min_dist=params.min_dist,
+            epochs=params.n_epochs,
+            seed=params.seed,
+        )
+        return self.client.project_scope(req).projection

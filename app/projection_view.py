@@ -45,11 +45,8 @@ from backend.service import (
     class_predictions,
     landcover_predictions,
     parse_tile_id,
-    resolve_scope,
-    scope_projection,
 )
 from backend.service import predict_scope_landcover as predict_landcover_of
-from backend.service import records as records_of
 from backend.service import similarities as similarities_to
 
 __all__ = ["model_version"]
@@ -116,13 +113,13 @@ def cached_scope(db: str, inputs: ScopeInputs, version: Version) -> Scope:
     Raises:
         NoEmbeddingsError, EmptyScopeError: nothing of the model is cached there.
     """
-    return resolve_scope(resources.workspace(), inputs.request())
+    return resources.operations().resolve_scope(inputs.request())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def records(db: str, tile_ids: tuple[str, ...]) -> list[dict[str, Any]]:
     """Stored records (footprint, centre…) of tiles, in the order asked."""
-    return records_of(resources.workspace(), tile_ids)
+    return resources.operations().records(tile_ids)
 
 
 def footprint(record: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +154,8 @@ def map_tiles(db: str, scope: Scope, source_id: str) -> list[dict[str, Any]]:
 @st.cache_data(show_spinner=False, max_entries=16)
 def pca_projection(db: str, inputs: ScopeInputs, version: Version) -> Projection:
     """The instant 2-D PCA of the scope (stored in the cache too)."""
-    return scope_projection(resources.workspace(), cached_scope(db, inputs, version), PCA_PARAMS)
+    scope = cached_scope(db, inputs, version)
+    return resources.operations().scope_projection(scope, PCA_PARAMS)
 
 
 JobKey = tuple[str, ScopeInputs, Version, ProjectionParams]
@@ -227,10 +225,10 @@ def umap_jobs() -> UmapJobs:
 
 def umap_job(db: str, inputs: ScopeInputs, version: Version) -> UmapJob:
     """The UMAP job of a scope, started if needed; waits briefly so a stored fit shows at once."""
-    ws = resources.workspace()
+    ops = resources.operations()
     scope = cached_scope(db, inputs, version)
     key: JobKey = (db, inputs, version, UMAP_PARAMS)
-    job = umap_jobs().start(key, lambda: scope_projection(ws, scope, UMAP_PARAMS))
+    job = umap_jobs().start(key, lambda: ops.scope_projection(scope, UMAP_PARAMS))
     if not job.future.done():
         try:
             job.future.result(timeout=QUICK_WAIT_S)

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel
 
 from backend import errors
+from backend.analysis.projection import Projection
 from backend.embedding.pipeline import EmbedResult
 from backend.errors import SoftMapError
 from backend.imagery.sources import SceneSource
@@ -56,6 +57,7 @@ from backend.service import (
     ExportRequest,
     LandCoverExportKind,
     LandCoverRequest,
+    ProjectOutcome,
     ProjectRequest,
     RegionSpec,
     ReportRequest,
@@ -63,7 +65,8 @@ from backend.service import (
     SearchRequest,
     SuggestRequest,
 )
-from backend.store.cache import CacheStats
+from backend.store.cache import CacheStats, EmbeddingSet
+from backend.store.scopes import Scope
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -410,6 +413,38 @@ class SoftMapClient:
 
     def project(self, req: ProjectRequest) -> dict[str, Any]:
         return self._post("/projection", req, Payload).model_dump()
+
+    def project_scope(self, req: ProjectRequest) -> ProjectOutcome:
+        """``POST /projection`` as the application layer's :class:`ProjectOutcome`: the scope
+        (its tiles are the projection's; the embedding set is named by model and preprocessing
+        only, its table stays on the service) and the projection with its coordinates."""
+        out = self.project(req)
+        points = out["points"]
+        ids = tuple(str(p["tile_id"]) for p in points)
+        xy = np.array([[p["x"], p["y"]] for p in points], dtype=np.float32).reshape(-1, 2)
+        meta = out["scope"]
+        eset = EmbeddingSet(
+            set_id=-1,
+            model_id=str(meta["model"]),
+            preprocessing_hash=str(meta["preprocessing_hash"]),
+            dim=0,
+            table_name="",
+        )
+        region = req.scope.region.resolve() if req.scope.region is not None else None
+        scope = Scope(meta["kind"], eset, tuple(sorted(ids)), meta["source"], region)
+        projection = Projection(
+            tile_ids=ids,
+            xy=xy,
+            method=out["method"],
+            params=dict(out["params"]),
+            cached=bool(out["cached"]),
+            transformed=int(out["transformed"]),
+            fitted=int(out["fitted"]),
+            data_version=str(out["data_version"]),
+            projection_id=str(out["projection_id"]),
+            seconds=float(out["seconds"]),
+        )
+        return ProjectOutcome(scope, projection, None)
 
     def classes(self) -> list[dict[str, Any]]:
         return list(self._get("/classes", Payload).model_dump()["classes"])

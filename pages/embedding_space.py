@@ -69,7 +69,6 @@ from backend.service import (
     Scope,
     SoftMapError,
     get_model_meta,
-    list_classes,
     parse_tile_id,
 )
 
@@ -149,7 +148,7 @@ def colouring_for(
             )
         return landcover_colouring(dominant, head_id)
     if how == "class":
-        names = [c.name for c in list_classes(resources.workspace())]
+        names = [c.name for c in resources.operations().list_classes()]
         if not names:
             return plain(ids, "No classes yet: create one on *My classes*.")
         kept("embedding.class", names[0])
@@ -307,11 +306,21 @@ def page() -> None:
     if kind == "region" and region is None:
         top[0].caption("No region chosen (Explore): showing this scene.")
         kind = "source"
-    kept("embedding.colour", "Predicted land cover")
+    # Through a service the points are coloured by source only: the stored land-cover and
+    # class predictions and the similarities are not served yet.
+    served = resources.service_url() is not None
+    colours = ["Source"] if served else list(COLOUR_BY)
+    kept("embedding.colour", colours[0] if served else "Predicted land cover")
+    if st.session_state["embedding.colour"] not in colours:
+        st.session_state["embedding.colour"] = colours[0]
     colour_label = keep(
         "embedding.colour",
-        top[1].selectbox("Colour by", list(COLOUR_BY), key="embedding.colour"),
-    )
+        top[1].selectbox(
+            "Colour by", colours, key="embedding.colour",
+            help="Through the service only by source (the other colourings need the "
+            "in-process app)." if served else None,
+        ),
+    )  # fmt: skip
     how = COLOUR_BY.get(str(colour_label), "landcover")
     inputs = ScopeInputs(
         selection.model_id, kind, source.id, region.geometry.wkt if region is not None else None
@@ -385,7 +394,10 @@ def page() -> None:
         # Opens on the scope's tiles; a view the user moved to is kept until the scope changes.
         view = records_view(recs, view_token(kind, inputs.region_wkt))
         layer = tiles_layer(recs, colours, set(selected))
-        events = tiles_map(PAGE, source, region, imagery, [layer], view, height=520)
+        drawn = ([r["tile_id"] for r in recs], colours, sorted(selected))
+        events = tiles_map(
+            PAGE, source, region, imagery, [layer], view, height=520, layers_key=drawn
+        )
         st.caption("Click a tile to add it to the selection (click again to remove it).")
         if len(recs) < sum(t.startswith(f"{source.id}/") for t in scope.tile_ids):
             st.caption(f"The map draws the first {len(recs)} tiles of this scene.")

@@ -5,6 +5,7 @@ and searches through it, never opening a DuckDB file itself."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,7 @@ def test_a_refused_token_and_an_unreachable_service_are_one_message(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", ["embedding", "classes", "change"])
+@pytest.mark.parametrize("page", ["classes", "change"])
 def test_views_not_served_yet_say_so_in_one_line(
     page: str,
     served: tuple[str, Path],
@@ -189,4 +190,76 @@ def test_views_not_served_yet_say_so_in_one_line(
     shown = " ".join(m.value for m in [*at.error, *at.warning, *at.info])
     assert "Not available through the service" in shown or "SOFTMAP_BACKEND_URL" in shown, shown
     assert "Traceback" not in shown
+    assert not no_duckdb_here
+
+
+def _embedded(url: str) -> None:
+    """The small Virginia region embedded on the service (a no-op when it is already)."""
+    from backend.client import SoftMapClient
+    from backend.service import EmbedRequest, RegionSpec
+
+    with SoftMapClient(url, token=TOKEN) as c:
+        c.embed(
+            EmbedRequest(
+                source="demo/virginia",
+                region=RegionSpec(bbox=VIRGINIA_SMALL_BBOX),
+                model="test-vit",
+            )
+        )
+
+
+@pytest.mark.slow
+def test_the_embedding_space_is_projected_by_the_service(
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_duckdb_here: list[Any],
+) -> None:
+    from app.operations import ThroughService
+    from backend.analysis.projection import ProjectionParams
+    from backend.client import SoftMapClient
+    from backend.imagery.regions import parse_bbox
+    from backend.imagery.sources import demo_catalog
+    from backend.service import RegionSpec, ScopeRequest
+
+    url, _db = served
+    _embedded(url)
+    # The client rebuilds the scope and the projection from POST /projection.
+    with SoftMapClient(url, token=TOKEN) as c:
+        ops = ThroughService(c, demo_catalog())
+        region = RegionSpec.of(parse_bbox(VIRGINIA_SMALL_BBOX))
+        scope = ops.resolve_scope(
+            ScopeRequest(model="test-vit", source="demo/virginia", region=region)
+        )
+        assert scope.kind == "region" and len(scope.tile_ids) == 16
+        assert scope.tile_ids == tuple(sorted(scope.tile_ids))
+        assert QUERY in scope.tile_ids
+        assert scope.region is not None and scope.key.startswith("region:demo/virginia:")
+        pca = ops.scope_projection(scope, ProjectionParams(method="pca"))
+        assert pca.method == "pca" and sorted(pca.tile_ids) == list(scope.tile_ids)
+        assert pca.xy.shape == (16, 2) and pca.xy.dtype.name == "float32"
+        everything = ops.resolve_scope(ScopeRequest(model="test-vit"))
+        assert everything.kind == "all" and set(scope.tile_ids) <= set(everything.tile_ids)
+
+    at = client_app(
+        tmp_path, monkeypatch, url, page="embedding", source="demo/virginia",
+        bbox=VIRGINIA_SMALL_BBOX,
+    )  # fmt: skip
+    at.run()
+    assert not at.exception, at.exception
+    shown = " ".join(m.value for m in [*at.error, *at.warning])
+    assert not shown, shown
+    assert len(at.get("plotly_chart")) == 1
+    captions = " ".join(c.value for c in at.caption)
+    assert "PCA of 16 tiles of test-vit over region" in captions, captions
+    # The UMAP fit runs on the service; the chart switches to it once it is there.
+    deadline = time.monotonic() + 120
+    while "UMAP of 16 tiles of test-vit" not in captions and time.monotonic() < deadline:
+        time.sleep(1.0)
+        at.run()
+        assert not at.exception, at.exception
+        captions = " ".join(c.value for c in at.caption)
+    assert "UMAP of 16 tiles of test-vit over region" in captions, captions
+    assert not at.error
+    assert at.selectbox(key="embedding.colour").options == ["Source"]
     assert not no_duckdb_here
