@@ -29,12 +29,6 @@ from backend.landcover.areas import ClassArea
 from backend.service import (
     Suggestions,
     TileSelection,
-    add_labels,
-    class_labels,
-    classify_in,
-    labels_geojson,
-    remove_labels,
-    suggest_in,
 )
 
 ERROR_KEY = "classes.error"
@@ -69,7 +63,8 @@ class Trained:
 
 def labels_key(name: str) -> LabelsKey:
     """The class's labels as ``((tile_id, positive), …)`` by tile id (one small query)."""
-    return tuple((lb.tile_id, lb.positive) for lb in class_labels(resources.workspace(), name))
+    labels = resources.operations().class_labels(name)
+    return tuple((lb.tile_id, lb.positive) for lb in labels)
 
 
 @st.cache_data(show_spinner="Training…", max_entries=16)
@@ -80,7 +75,7 @@ def train(db: str, name: str, inputs: ScopeInputs, version: Version, key: Labels
         NotEnoughLabelsError: fewer than one positive and one negative embedded tile.
     """
     scope = cached_scope(db, inputs, version)
-    result, areas = classify_in(resources.workspace(), name, scope)
+    result, areas = resources.operations().classify_in(name, scope)
     return Trained(result, tuple(areas), scope.region is not None)
 
 
@@ -89,7 +84,7 @@ def suggestions(
     db: str, name: str, inputs: ScopeInputs, version: Version, key: LabelsKey, k: int
 ) -> Suggestions:
     """``k`` unlabelled tiles of the scope that would teach the classifier most."""
-    return suggest_in(resources.workspace(), name, cached_scope(db, inputs, version), k=k)
+    return resources.operations().suggest_in(name, cached_scope(db, inputs, version), k=k)
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -267,7 +262,7 @@ def classes_layer(
 def _guard(action: Any, *args: Any, notice: str | None = None, **kwargs: Any) -> None:
     st.session_state.pop(ERROR_KEY, None)
     try:
-        action(resources.workspace(), *args, **kwargs)
+        action(*args, **kwargs)
     except SoftMapError as e:
         st.session_state[ERROR_KEY] = e
         return
@@ -277,12 +272,18 @@ def _guard(action: Any, *args: Any, notice: str | None = None, **kwargs: Any) ->
 
 def mark(name: str, tile_ids: Sequence[str], positive: bool) -> None:
     """Label tiles positive or negative (a callback: errors are kept for the page)."""
-    _guard(add_labels, name, TileSelection(tiles=tuple(tile_ids)), positive=positive, origin="app")
+    _guard(
+        resources.operations().add_labels,
+        name,
+        TileSelection(tiles=tuple(tile_ids)),
+        positive=positive,
+        origin="app",
+    )
 
 
 def unmark(name: str, tile_ids: Sequence[str]) -> None:
     """Remove the labels of tiles (a callback)."""
-    _guard(remove_labels, name, TileSelection(tiles=tuple(tile_ids)))
+    _guard(resources.operations().remove_labels, name, TileSelection(tiles=tuple(tile_ids)))
 
 
 def labels_geojson_text(name: str, key: LabelsKey) -> str:
@@ -292,4 +293,4 @@ def labels_geojson_text(name: str, key: LabelsKey) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _labels_geojson(db: str, name: str, key: LabelsKey) -> str:
-    return json.dumps(labels_geojson(resources.workspace(), name), indent=1)
+    return json.dumps(resources.operations().labels_geojson(name), indent=1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backend.service import (
+    ClassifyRequest,
     EmbedRequest,
     FusionChoice,
     LandCoverExportKind,
@@ -43,10 +43,19 @@ from backend.service import (
     SearchRequest,
     SearchResponse,
     SoftMapError,
+    Suggestions,
+    SuggestRequest,
+    TileSelection,
     UserClass,
+    add_labels,
+    class_labels,
+    classify_in,
+    create_class,
+    delete_class,
     embed,
     find_similar,
     fusion_choices,
+    labels_geojson,
     landcover_download,
     landcover_export_name,
     landcover_heads,
@@ -56,19 +65,25 @@ from backend.service import (
     model_version,
     records,
     region_tiles,
+    remove_labels,
+    rename_class,
     report,
     resolve_scope,
     result_heatmap,
     scope_projection,
+    suggest_in,
     tile_records,
     tile_under,
 )
 
 if TYPE_CHECKING:
     from backend.analysis.projection import ProjectionParams
+    from backend.classes.classifier import Classification
+    from backend.classes.user_classes import Label
     from backend.client import SoftMapClient
     from backend.embedding.pipeline import EmbedResult
     from backend.imagery.sources import SourceCatalog
+    from backend.landcover.areas import ClassArea
     from backend.service import DataVersion, Workspace
     from backend.store.cache import CacheStats
 
@@ -113,6 +128,17 @@ class Operations(Protocol):
     def fusion_choices(self, source_id: str) -> list[FusionChoice]: ...
     def resolve_scope(self, req: ScopeRequest) -> Scope: ...
     def scope_projection(self, scope: Scope, params: ProjectionParams) -> Projection: ...
+    def create_class(self, name: str) -> UserClass: ...
+    def rename_class(self, old: str, new: str) -> UserClass: ...
+    def delete_class(self, name: str) -> int: ...
+    def class_labels(self, name: str) -> list[Label]: ...
+    def labels_geojson(self, name: str) -> dict[str, Any]: ...
+    def add_labels(
+        self, name: str, sel: TileSelection, *, positive: bool = True, origin: str | None = None
+    ) -> None: ...
+    def remove_labels(self, name: str, sel: TileSelection) -> None: ...
+    def classify_in(self, name: str, scope: Scope) -> tuple[Classification, list[ClassArea]]: ...
+    def suggest_in(self, name: str, scope: Scope, k: int = 10) -> Suggestions: ...
 
 
 class InProcess:
@@ -189,6 +215,35 @@ class InProcess:
     def scope_projection(self, scope: Scope, params: ProjectionParams) -> Projection:
         return scope_projection(self.workspace, scope, params)
 
+    def create_class(self, name: str) -> UserClass:
+        return create_class(self.workspace, name)
+
+    def rename_class(self, old: str, new: str) -> UserClass:
+        return rename_class(self.workspace, old, new)
+
+    def delete_class(self, name: str) -> int:
+        return delete_class(self.workspace, name)
+
+    def class_labels(self, name: str) -> list[Label]:
+        return class_labels(self.workspace, name)
+
+    def labels_geojson(self, name: str) -> dict[str, Any]:
+        return labels_geojson(self.workspace, name)
+
+    def add_labels(
+        self, name: str, sel: TileSelection, *, positive: bool = True, origin: str | None = None
+    ) -> None:
+        add_labels(self.workspace, name, sel, positive=positive, origin=origin)
+
+    def remove_labels(self, name: str, sel: TileSelection) -> None:
+        remove_labels(self.workspace, name, sel)
+
+    def classify_in(self, name: str, scope: Scope) -> tuple[Classification, list[ClassArea]]:
+        return classify_in(self.workspace, name, scope)
+
+    def suggest_in(self, name: str, scope: Scope, k: int = 10) -> Suggestions:
+        return suggest_in(self.workspace, name, scope, k=k)
+
 
 class ThroughService:
     """The same calls on a SoftMap service (``softmap serve``), through its typed client."""
@@ -244,19 +299,7 @@ class ThroughService:
         return found
 
     def list_classes(self) -> list[UserClass]:
-        out = []
-        for c in self.client.classes():
-            created = c.get("created_at")
-            out.append(
-                UserClass(
-                    class_id=int(c["class_id"]),
-                    name=str(c["name"]),
-                    positives=int(c["positives"]),
-                    negatives=int(c["negatives"]),
-                    created_at=datetime.fromisoformat(created) if created else None,
-                )
-            )
-        return out
+        return self.client.list_classes()
 
     def report_html(self, req: ReportRequest, landcover: LandCoverResult) -> str:
         return self.client.report_html(req)
@@ -306,13 +349,8 @@ class ThroughService:
 
     def scope_projection(self, scope: Scope, params: ProjectionParams) -> Projection:
         """The projection the service computes (or has cached) for the same scope."""
-        named = ScopeRequest(
-            model=scope.eset.model_id,
-            source=scope.source_id if scope.kind != "all" else None,
-            region=RegionSpec.of(scope.region) if scope.region is not None else None,
-        )
         req = ProjectRequest(
-            scope=named,
+            scope=_named(scope),
             method=params.method,
             pca_dims=params.pca_dims,
             neighbors=params.n_neighbors,
@@ -321,3 +359,46 @@ class ThroughService:
             seed=params.seed,
         )
         return self.client.project_scope(req).projection
+
+    def create_class(self, name: str) -> UserClass:
+        return self.client.create_class(name)
+
+    def rename_class(self, old: str, new: str) -> UserClass:
+        return self.client.rename_class(old, new)
+
+    def delete_class(self, name: str) -> int:
+        return self.client.delete_class(name)
+
+    def class_labels(self, name: str) -> list[Label]:
+        return self.client.class_labels(name)
+
+    def labels_geojson(self, name: str) -> dict[str, Any]:
+        return self.client.labels_geojson(name)
+
+    def add_labels(
+        self, name: str, sel: TileSelection, *, positive: bool = True, origin: str | None = None
+    ) -> None:
+        from backend.server.schemas import LabelRequest
+
+        body = LabelRequest(**sel.model_dump(), negative=not positive, origin=origin)
+        self.client.add_labels(name, body)
+
+    def remove_labels(self, name: str, sel: TileSelection) -> None:
+        from backend.server.schemas import LabelRequest
+
+        self.client.remove_labels(name, LabelRequest(**sel.model_dump()))
+
+    def classify_in(self, name: str, scope: Scope) -> tuple[Classification, list[ClassArea]]:
+        return self.client.classify_scope(ClassifyRequest(name=name, scope=_named(scope)))
+
+    def suggest_in(self, name: str, scope: Scope, k: int = 10) -> Suggestions:
+        return self.client.suggest_labels(SuggestRequest(name=name, scope=_named(scope), k=k))
+
+
+def _named(scope: Scope) -> ScopeRequest:
+    """The request naming a resolved scope again (the service resolves it on its cache)."""
+    return ScopeRequest(
+        model=scope.eset.model_id,
+        source=scope.source_id if scope.kind != "all" else None,
+        region=RegionSpec.of(scope.region) if scope.region is not None else None,
+    )

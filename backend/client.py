@@ -17,8 +17,10 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -27,9 +29,13 @@ from pydantic import BaseModel
 
 from backend import errors
 from backend.analysis.projection import Projection
+from backend.classes.active_learning import Suggestion, Suggestions
+from backend.classes.classifier import Classification, ClassifierReport
+from backend.classes.user_classes import Label, UserClass
 from backend.embedding.pipeline import EmbedResult
 from backend.errors import SoftMapError
 from backend.imagery.sources import SceneSource
+from backend.landcover.areas import ClassArea
 from backend.landcover.maps import LandCoverResult
 from backend.models.inference import Progress, ProgressCallback
 from backend.search.heatmap import MatchHeatmap
@@ -449,8 +455,65 @@ class SoftMapClient:
     def classes(self) -> list[dict[str, Any]]:
         return list(self._get("/classes", Payload).model_dump()["classes"])
 
+    # --- your classes, as the application layer's types -----------------------------------
+    def list_classes(self) -> list[UserClass]:
+        return [_user_class(c) for c in self.classes()]
+
+    def create_class(self, name: str) -> UserClass:
+        return _user_class(self._post("/classes", {"name": name}, Payload).model_dump()["class"])
+
+    def rename_class(self, old: str, new: str) -> UserClass:
+        response = self._request("PATCH", f"/classes/{_seg(old)}", json={"name": new})
+        return _user_class(response.json()["class"])
+
+    def delete_class(self, name: str) -> int:
+        """Delete a class with its labels and predictions; returns the labels removed."""
+        return int(self._request("DELETE", f"/classes/{_seg(name)}").json()["labels"])
+
+    def class_labels(self, name: str) -> list[Label]:
+        out = self._get(f"/classes/{_seg(name)}/labels", Payload).model_dump()["labels"]
+        return [
+            Label(
+                class_name=str(lb["class_name"]),
+                tile_id=str(lb["tile_id"]),
+                positive=bool(lb["positive"]),
+                origin=str(lb["origin"]),
+                labelled_at=_when(lb.get("labelled_at")),
+            )
+            for lb in out
+        ]
+
+    def labels_geojson(self, name: str) -> dict[str, Any]:
+        return self._get(f"/classes/{_seg(name)}/labels.geojson", Payload).model_dump()
+
+    def remove_labels(self, name: str, req: LabelRequest) -> dict[str, Any]:
+        return self._post(f"/classes/{_seg(name)}/labels/remove", req, Payload).model_dump()
+
+    def classify_scope(self, req: ClassifyRequest) -> tuple[Classification, list[ClassArea]]:
+        """``POST /classify?points=true`` as the application layer's ``classify_in`` answer:
+        the classification (every tile's probability) and the class's areas."""
+        body = req.model_dump(mode="json", by_alias=True)
+        out = self._request("POST", "/classify", json=body, params={"points": "true"}).json()
+        points = out["points"]
+        classification = Classification(
+            report=ClassifierReport(**out["classifier"]),
+            tile_ids=tuple(str(p["tile_id"]) for p in points),
+            probabilities=np.array([p["probability"] for p in points], dtype=np.float64),
+            seconds=float(out["seconds"]),
+        )
+        return classification, [ClassArea(**a) for a in out["areas"]]
+
+    def suggest_labels(self, req: SuggestRequest) -> Suggestions:
+        """``POST /suggest`` as the application layer's :class:`Suggestions`."""
+        out = self.suggest(req)
+        return Suggestions(
+            suggestions=tuple(Suggestion(**s) for s in out["suggestions"]),
+            report=ClassifierReport(**out["classifier"]),
+            candidates=int(out["candidates"]),
+        )
+
     def add_labels(self, name: str, req: LabelRequest) -> dict[str, Any]:
-        return self._post(f"/classes/{name}/labels", req, Payload).model_dump()
+        return self._post(f"/classes/{_seg(name)}/labels", req, Payload).model_dump()
 
     def classify(self, req: ClassifyRequest) -> dict[str, Any]:
         return self._post("/classify", req, Payload).model_dump()
@@ -474,6 +537,25 @@ class SoftMapClient:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(response.content)
         return out
+
+
+def _seg(name: str) -> str:
+    """A class name as one URL path segment."""
+    return quote(name, safe="")
+
+
+def _when(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _user_class(c: dict[str, Any]) -> UserClass:
+    return UserClass(
+        class_id=int(c["class_id"]),
+        name=str(c["name"]),
+        positives=int(c["positives"]),
+        negatives=int(c["negatives"]),
+        created_at=_when(c.get("created_at")),
+    )
 
 
 def _error_of(response: httpx.Response) -> SoftMapError:

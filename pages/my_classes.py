@@ -52,15 +52,9 @@ from backend.service import (
     SoftMapError,
     Suggestions,
     UserClass,
-    create_class,
-    delete_class,
     get_model_meta,
     import_labels,
-    list_classes,
     parse_tile_id,
-)
-from backend.service import (
-    rename_class as rename_user_class,
 )
 
 PAGE = "classes"
@@ -95,7 +89,7 @@ def apply_link(url: UrlState) -> None:
 def _try(action: Any, *args: Any) -> Any:
     st.session_state.pop(ERROR_KEY, None)
     try:
-        return action(resources.workspace(), *args)
+        return action(*args)
     except SoftMapError as e:
         st.session_state[ERROR_KEY] = e
         return None
@@ -103,7 +97,7 @@ def _try(action: Any, *args: Any) -> Any:
 
 def on_create() -> None:
     name = str(st.session_state.get("classes.new_name") or "").strip()
-    created = _try(create_class, name)
+    created = _try(resources.operations().create_class, name)
     if isinstance(created, UserClass):
         st.session_state[f"{CLASS_KEY}.kept"] = created.name
         st.session_state[CLASS_KEY] = created.name
@@ -113,7 +107,7 @@ def on_create() -> None:
 
 def on_rename(old: str) -> None:
     new = str(st.session_state.get("classes.rename_to") or "").strip()
-    renamed = _try(rename_user_class, old, new)
+    renamed = _try(resources.operations().rename_class, old, new)
     if isinstance(renamed, UserClass):
         st.session_state[f"{CLASS_KEY}.kept"] = renamed.name
         st.session_state[CLASS_KEY] = renamed.name
@@ -124,7 +118,7 @@ def on_rename(old: str) -> None:
 
 
 def on_delete(name: str) -> None:
-    removed = _try(delete_class, name)
+    removed = _try(resources.operations().delete_class, name)
     if removed is not None:
         st.session_state.pop(CLASS_KEY, None)
         st.session_state.pop(f"{CLASS_KEY}.kept", None)
@@ -288,7 +282,7 @@ def page() -> None:
     if notice:
         st.success(notice, icon=":material/check_circle:")
     try:
-        names = [c.name for c in list_classes(resources.workspace())]
+        names = [c.name for c in resources.operations().list_classes()]
         version = model_version(selection.model_id)
     except SoftMapError as e:
         show_error(e)
@@ -351,7 +345,11 @@ def page() -> None:
         )  # fmt: skip
         # Opens on the scope's tiles; a view the user moved to is kept until the scope changes.
         view = records_view(recs, view_token(kind, inputs.region_wkt))
-        events = tiles_map(PAGE, source, region, imagery, [layer], view)
+        drawn = (
+            [r["tile_id"] for r in recs], marked, trained.probabilities() if trained else None,
+            repr(found.suggestions) if found else None,
+        )  # fmt: skip
+        events = tiles_map(PAGE, source, region, imagery, [layer], view, layers_key=drawn)
         st.markdown(legend_html(), unsafe_allow_html=True)
         st.caption(f"{scope.describe()}.")
     with right:

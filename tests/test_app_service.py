@@ -173,7 +173,7 @@ def test_a_refused_token_and_an_unreachable_service_are_one_message(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", ["classes", "change"])
+@pytest.mark.parametrize("page", ["change"])
 def test_views_not_served_yet_say_so_in_one_line(
     page: str,
     served: tuple[str, Path],
@@ -262,4 +262,63 @@ def test_the_embedding_space_is_projected_by_the_service(
     assert "UMAP of 16 tiles of test-vit over region" in captions, captions
     assert not at.error
     assert at.selectbox(key="embedding.colour").options == ["Source"]
+    assert not no_duckdb_here
+
+
+TILE = "demo/virginia/112/112/{}"
+POSITIVES = [TILE.format(t) for t in ("8_5", "8_6", "9_5")]
+NEGATIVES = [TILE.format(t) for t in ("11_7", "11_8", "10_8")]
+
+
+@pytest.mark.slow
+def test_my_classes_label_train_and_suggest_through_the_service(
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_duckdb_here: list[Any],
+) -> None:
+    url, _db = served
+    _embedded(url)
+    at = client_app(
+        tmp_path, monkeypatch, url, page="classes", source="demo/virginia",
+        bbox=VIRGINIA_SMALL_BBOX,
+    )  # fmt: skip
+    at.run()
+    assert not at.exception, at.exception
+    assert at.header[0].value == "My classes"
+    # Create a class (POST /classes), label tiles (POST /classes/{name}/labels).
+    at.text_input(key="classes.new_name").set_value("marsh through service")
+    at.button(key="classes.create").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="classes.class").value == "marsh through service"
+    at.text_input(key="classes.ids").set_value(" ".join(POSITIVES))
+    at.button(key="classes.add_pos").click().run()
+    at.text_input(key="classes.ids").set_value(", ".join(NEGATIVES))
+    at.button(key="classes.add_neg").click().run()
+    assert not at.exception, at.exception
+    assert any("3 positive · 3 negative" in m.value for m in at.markdown)
+    # Train on the service (POST /classify?points=true): accuracy, area and the map's colours.
+    at.button(key="classes.train").click().run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "(3 folds; chance 0.50) from 3 positive / 3 negative labels" in text
+    assert "Expected area of **marsh through service** in the region" in text
+    # Suggestions from POST /suggest: unlabelled tiles, one click labels one.
+    yes = [b for b in at.button if b.key and b.key.startswith("classes.sug_pos.")]
+    assert len(yes) == 6
+    suggested = [b.key.removeprefix("classes.sug_pos.") for b in yes]
+    assert not set(suggested) & set(POSITIVES + NEGATIVES)
+    yes[0].click().run()
+    assert not at.exception, at.exception
+    assert "from 4 positive / 3 negative labels" in " ".join(m.value for m in at.markdown)
+    # Remove a label, rename, delete.
+    at.button(key=f"classes.rm.{NEGATIVES[0]}").click().run()
+    assert "4 positive · 2 negative" in " ".join(m.value for m in at.markdown)
+    at.text_input(key="classes.rename_to").set_value("open marsh")
+    at.button(key="classes.rename").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="classes.class").value == "open marsh"
+    at.button(key="classes.delete").click().run()
+    assert not at.exception, at.exception
+    assert "Deleted 'open marsh' and its 6 labels." in at.success[0].value
     assert not no_duckdb_here

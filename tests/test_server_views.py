@@ -143,3 +143,62 @@ def test_cache_stats_and_heads(remote: SoftMapClient) -> None:
     assert stats.embeddings >= 16 and Path(stats.path).name == "cache.duckdb"
     heads = remote.landcover_heads(MODEL)
     assert heads and all(h["model_id"] == MODEL for h in heads)
+
+
+def test_projection_and_scope_rebuilt_by_the_client(remote: SoftMapClient, ws: Workspace) -> None:
+    from backend.service import ProjectRequest, ScopeRequest, resolve_scope, scope_projection
+
+    named = ScopeRequest(
+        model=MODEL, source="demo/virginia", region=RegionSpec.of(parse_bbox(VIRGINIA_SMALL_BBOX))
+    )
+    outcome = remote.project_scope(ProjectRequest(scope=named, method="pca"))
+    local = resolve_scope(ws, named)
+    assert outcome.scope.tile_ids == local.tile_ids and outcome.scope.key == local.key
+    assert outcome.scope.kind == local.kind and outcome.scope.source_id == local.source_id
+    here = scope_projection(ws, local, ProjectRequest(scope=named, method="pca").params)
+    assert outcome.projection.tile_ids == here.tile_ids
+    assert outcome.projection.projection_id == here.projection_id
+    np.testing.assert_allclose(outcome.projection.xy, here.xy, atol=1e-4)
+
+
+def test_classes_classify_and_suggest_as_the_service_layer(
+    remote: SoftMapClient, ws: Workspace
+) -> None:
+    from backend.server.schemas import LabelRequest
+    from backend.service import (
+        ClassifyRequest,
+        ScopeRequest,
+        SuggestRequest,
+        class_labels,
+        list_classes,
+        resolve_scope,
+    )
+
+    ids = resolve_scope(ws, ScopeRequest(model=MODEL)).tile_ids
+    created = remote.create_class("views marsh")
+    assert created.name == "views marsh" and created.positives == 0
+    assert created in list_classes(ws)
+    remote.add_labels("views marsh", LabelRequest(tiles=ids[:3]))
+    remote.add_labels("views marsh", LabelRequest(tiles=ids[-3:], negative=True))
+    assert remote.class_labels("views marsh") == class_labels(ws, "views marsh")
+    named = ScopeRequest(model=MODEL)
+    classification, areas = remote.classify_scope(ClassifyRequest(name="views marsh", scope=named))
+    # The probabilities the service stored are the ones the client rebuilt.
+    from backend.service import class_predictions
+
+    stored_ids, stored = class_predictions(ws, "views marsh", resolve_scope(ws, named))
+    got = dict(zip(classification.tile_ids, classification.probabilities.tolist(), strict=True))
+    assert set(got) == set(stored_ids)
+    np.testing.assert_allclose([got[t] for t in stored_ids], stored, atol=1e-9)
+    assert classification.report.positives == 3 and classification.report.negatives == 3
+    assert {a.name for a in areas} == {"views marsh", "not views marsh"}
+    found = remote.suggest_labels(SuggestRequest(name="views marsh", scope=named, k=4))
+    assert len(found.suggestions) == 4 and found.candidates == len(ids) - 6
+    assert not {s.tile_id for s in found.suggestions} & set(ids[:3] + ids[-3:])
+    remote.remove_labels("views marsh", LabelRequest(tiles=ids[:1]))
+    assert remote.rename_class("views marsh", "views wetland").name == "views wetland"
+    assert remote.delete_class("views wetland") == 5
+    remote.create_class("views dup")
+    with pytest.raises(SoftMapError) as taken:
+        remote.create_class("views dup")
+    assert "views dup" in str(taken.value)

@@ -22,6 +22,14 @@ def list_classes(state: State) -> Payload:
     return Payload(classes=[c.to_json() for c in service.list_classes(state.workspace)])
 
 
+@router.post("/classes", response_model=Payload, status_code=201)
+def create(body: RenameRequest, state: State) -> Payload:
+    """A new, empty class (``{"name": ...}``)."""
+    with state.write_lock:
+        cls = service.create_class(state.workspace, body.name)
+    return Payload.model_validate({"class": cls.to_json()})
+
+
 @router.get("/classes/{name}/labels", response_model=Payload)
 def list_labels(name: str, state: State) -> Payload:
     labels = service.class_labels(state.workspace, name)
@@ -67,12 +75,20 @@ def delete(name: str, state: State) -> Payload:
 
 
 @router.post("/classify", response_model=Payload)
-def classify(body: ClassifyRequest, state: State) -> Payload:
-    """Train the class's classifier and predict (and store) it over the scope."""
+def classify(body: ClassifyRequest, state: State, points: bool = False) -> Payload:
+    """Train the class's classifier and predict (and store) it over the scope; with
+    ``?points=true`` also every tile's probability."""
     req = state.confine_request(body)
     with state.write_lock:
         outcome = service.classify(state.workspace, req)
-    return Payload.model_validate(state.public(outcome.to_json()))
+    payload = outcome.to_json()
+    if points:
+        c = outcome.classification
+        payload["points"] = [
+            {"tile_id": t, "probability": float(p)}
+            for t, p in zip(c.tile_ids, c.probabilities.tolist(), strict=True)
+        ]
+    return Payload.model_validate(state.public(payload))
 
 
 @router.post("/suggest", response_model=Payload)
