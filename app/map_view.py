@@ -22,12 +22,12 @@ from typing import Any
 import folium
 import folium.plugins
 import streamlit as st
+import streamlit_folium
 from branca.element import MacroElement
 from jinja2 import Template
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
-from streamlit_folium import st_folium
 
 from app import resources
 from app.offline_map import base_map
@@ -202,7 +202,62 @@ def _has_draw(m: folium.Map) -> bool:
     return any(isinstance(c, folium.plugins.Draw) for c in m._children.values())
 
 
-def show_map(m: folium.Map, key: str, height: int = 560, view: MapView | None = None) -> MapEvents:
+#: Session-state counter of map renders (a rerun with the same map must not add one).
+RENDERS_KEY = "app.map_renders"
+#: Reuse a map rendered on an earlier rerun (False: render every rerun, as before; for benches).
+REUSE_RENDERS = True
+
+
+def _render(m: folium.Map, key: str, returned: list[str]) -> dict[str, Any]:
+    """What :func:`streamlit_folium.st_folium` sends its component, computed once per map.
+
+    Rendering and serialising the map is nearly all of a rerun's time on a whole scene (900 tile
+    features: 2-3 s), so :func:`show_map` keeps this for as long as the map stays the same. The
+    steps are st_folium's own (streamlit-folium 0.2x), for a plain :class:`folium.Map`.
+    """
+    sf = streamlit_folium
+    m.get_root().render()
+    m.render()
+    html, header = sf._get_html(m), sf._get_header(m)
+    leaflet = sf._get_map_string(m)
+    (s, w), (n, e) = m.get_bounds()
+    defaults: dict[str, Any] = {
+        "last_clicked": None,
+        "all_drawings": None,
+        "bounds": {"_southWest": {"lat": s, "lng": w}, "_northEast": {"lat": n, "lng": e}},
+    }
+    css: list[str] = []
+    js: list[str] = []
+
+    def walk(el: Any) -> Any:
+        yield el
+        for child in getattr(el, "_children", {}).values():
+            yield from walk(child)
+
+    for el in walk(m):
+        css.extend(href for _, href in getattr(el, "default_css", []))
+        js.extend(src for _, src in getattr(el, "default_js", []))
+    st.session_state[RENDERS_KEY] = st.session_state.get(RENDERS_KEY, 0) + 1
+    return {
+        "script": leaflet,
+        "header": header,
+        "html": html,
+        "id": sf.get_full_id(m),
+        "key": sf.generate_js_hash(leaflet, key, False),
+        "returned_objects": returned,
+        "default": {k: v for k, v in defaults.items() if k in returned},
+        "css_links": list(dict.fromkeys(css)),
+        "js_links": list(dict.fromkeys(js)),
+    }
+
+
+def show_map(
+    m: folium.Map,
+    key: str,
+    height: int = 560,
+    view: MapView | None = None,
+    cache_key: str | None = None,
+) -> MapEvents:
     """Render the map and report new drawings and clicks (never its view: see the module).
 
     Args:
@@ -210,22 +265,45 @@ def show_map(m: folium.Map, key: str, height: int = 560, view: MapView | None = 
         key: the map's key; also where the browser keeps its view.
         height: in pixels.
         view: where it opens; the user's view is kept while ``view.token`` stays the same.
+        cache_key: what the map shows (content, layers, their data version): while it stays the
+            same the map rendered on an earlier rerun is sent again, and ``m`` is not rendered.
+            None: render every time.
     """
     view = view or MapView()
-    if view.bounds is not None:
-        w, s, e, n = view.bounds
-        m.fit_bounds([[s, w], [n, e]], padding=(view.padding, view.padding))
-    m.add_child(ViewMemory(key, view.token))
     draw = _has_draw(m)
     # Clicks, and drawings where the map draws. Not "last_active_drawing": streamlit-folium sets
     # it on a click on any GeoJSON feature too (a tile), which read as drawing that tile as the
     # region (issue 12). "all_drawings" lists only the shapes drawn with the Draw tool.
-    output = st_folium(
-        m,
-        key=key,
+    returned = ["last_clicked", "all_drawings"] if draw else ["last_clicked"]
+    slot = f"{key}.rendered"
+    reuse = cache_key is not None and REUSE_RENDERS
+    full_key = view_token(cache_key, view, height, returned) if reuse else None
+    kept_render = st.session_state.get(slot)
+    if full_key is not None and kept_render is not None and kept_render[0] == full_key:
+        args = kept_render[1]
+    else:
+        if view.bounds is not None:
+            w, s, e, n = view.bounds
+            m.fit_bounds([[s, w], [n, e]], padding=(view.padding, view.padding))
+        m.add_child(ViewMemory(key, view.token))
+        args = _render(m, key, returned)
+        st.session_state[slot] = (full_key, args)  # one kept render per map key
+
+    def on_change() -> None:  # as st_folium's: the map's key holds its latest output
+        st.session_state[key] = st.session_state.get(args["key"], {})
+
+    output = streamlit_folium._component_func(
+        **args,
         height=height,
-        use_container_width=True,
-        returned_objects=["last_clicked", "all_drawings"] if draw else ["last_clicked"],
+        width=None,
+        zoom=None,
+        center=None,
+        feature_group=None,
+        return_on_hover=False,
+        layer_control=None,
+        pixelated=False,
+        on_change=on_change,
+        wrap_longitude=False,
     )
     output = output or {}
     seen: dict[str, Any] = st.session_state.setdefault(f"{key}.seen", {})
@@ -291,11 +369,14 @@ def tiles_map(
     layers: Sequence[LayerBuilder],
     view: MapView,
     height: int = 560,
+    layers_key: object = None,
 ) -> MapEvents:
     """The map of a tile page: imagery, scene outlines, the region and the page's layers.
 
     No drawing (regions are chosen on Explore); clicks come back as :class:`MapEvents`. The
     browser keeps the user's view while ``view.token`` stays the same (:func:`show_map`).
+    ``layers_key`` names what ``layers`` draw (their data and styles): given, a rerun with the
+    same content and key reuses the rendered map (:func:`show_map`); None renders every time.
     """
     content = MapContent(
         source=source,
@@ -304,8 +385,31 @@ def tiles_map(
         region=region,
         draw=False,
     )
+    cache_key = None if layers_key is None else content_key(content, layers_key)
     return show_map(
-        build_map(content, layers), key=f"{page}.map.{source.id}", height=height, view=view
+        build_map(content, layers),
+        key=f"{page}.map.{source.id}",
+        height=height,
+        view=view,
+        cache_key=cache_key,
+    )
+
+
+def content_key(content: MapContent, layers_key: object) -> str:
+    """A key of what a map shows: its content and the page's name for its layers."""
+    region = None if content.region is None else content.region.to_geojson()
+    return view_token(
+        content.source.id,
+        str(content.source.root),
+        [o.id for o in content.others],
+        content.imagery,
+        region,
+        content.grid,
+        content.tiles,
+        content.selected,
+        content.draw,
+        content.tile_outlines,
+        layers_key,
     )
 
 

@@ -1,7 +1,7 @@
 """App server time over a whole analysed demo scene: every interaction, and how much is the map.
 
     .venv/bin/python bench/bench_app.py [--pages explore,similar,embedding_space,my_classes]
-        [--repeat 2]
+        [--repeat 2] [--modes before,after]
 
 A cache holding the 900 ``softmap-default`` tiles of the whole Virginia demo scene is built from
 the real tile plan (``prepare_run``) with synthetic clustered 384-d vectors in place of the model's
@@ -9,7 +9,10 @@ the real tile plan (``prepare_run``) with synthetic clustered 384-d vectors in p
 ~25 min on these CPUs). Each page is then driven with ``streamlit.testing.v1.AppTest`` (the
 script runs in this process, so its wall time is the server time of a rerun): the first run
 (cold ``st.cache_data``), a plain rerun, and the page's interactions. ``map_s`` is the time spent
-inside ``streamlit_folium.st_folium`` (building and serialising the Leaflet map) in that run.
+rendering and sending the Leaflet map (``app.map_view.show_map``) in that run. ``--modes``:
+``before`` renders the map on every rerun (``map_view.REUSE_RENDERS = False``, as before the
+render was kept), ``after`` reuses the render while the map's content and layers stay the same;
+both run in one process, so their ratio holds on a loaded machine.
 
 Results are printed and written to ``bench/results/app.json``. On a shared machine compare the
 map's share, not absolute seconds, across runs.
@@ -71,26 +74,29 @@ def build_scene_cache(db: Path) -> tuple[int, str]:
 
 
 class MapClock:
-    """Seconds spent inside ``st_folium`` since the last :meth:`take`."""
+    """Seconds spent rendering the Leaflet map and sending it since the last :meth:`take`."""
 
     def __init__(self) -> None:
         import streamlit_folium
 
-        self.spent = 0.0
-        original = streamlit_folium.st_folium
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.spent += time.perf_counter() - t
-
-        streamlit_folium.st_folium = timed
         import app.map_view as map_view
 
-        if hasattr(map_view, "st_folium"):
-            map_view.st_folium = timed  # imported by name
+        self.spent = 0.0
+
+        def timed(original: Callable[..., Any]) -> Callable[..., Any]:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    self.spent += time.perf_counter() - t
+
+            return run
+
+        # show_map renders through _render (skipped when the map is reused) and sends the result
+        # with st_folium's component function.
+        map_view._render = timed(map_view._render)
+        streamlit_folium._component_func = timed(streamlit_folium._component_func)
 
     def take(self) -> float:
         spent, self.spent = self.spent, 0.0
@@ -110,15 +116,17 @@ def interactions(page: str, tile: str) -> list[tuple[str, Callable[[Any], Any]]]
     return steps
 
 
-def bench_page(db: Path, page: str, bbox: str, tile: str, clock: MapClock, repeat: int
-               ) -> list[dict[str, object]]:  # fmt: skip
+def bench_page(db: Path, page: str, bbox: str, tile: str, clock: MapClock, repeat: int,
+               mode: str) -> list[dict[str, object]]:  # fmt: skip
     from streamlit.testing.v1 import AppTest
 
+    import app.map_view as map_view
     from backend.settings import get_settings
 
+    map_view.REUSE_RENDERS = mode == "after"
     rows: list[dict[str, object]] = []
     for r in range(repeat):
-        copy = db.with_name(f"{page}-{r}.duckdb")
+        copy = db.with_name(f"{page}-{mode}-{r}.duckdb")
         shutil.copy(db, copy)
         os.environ["SOFTMAP_DB_PATH"] = str(copy)
         get_settings.cache_clear()
@@ -134,10 +142,12 @@ def bench_page(db: Path, page: str, bbox: str, tile: str, clock: MapClock, repea
             step(at)
             seconds = time.perf_counter() - t
             errors = [str(e.value)[:120] for e in at.exception]
-            rows.append({"page": page, "step": name, "repeat": r, "server_s": round(seconds, 3),
+            rows.append({"page": page, "mode": mode, "step": name, "repeat": r,
+                         "server_s": round(seconds, 3),
                          "map_s": round(clock.take(), 3), "load": round(os.getloadavg()[0], 1),
                          "errors": errors})  # fmt: skip
-            print(f"{page:16s} {name:18s} {seconds:6.2f} s (map {rows[-1]['map_s']:.2f} s, "
+            print(f"{mode:6s} {page:16s} {name:18s} {seconds:6.2f} s "
+                  f"(map {rows[-1]['map_s']:.2f} s, "
                   f"load {rows[-1]['load']}) {errors[:1]}", flush=True)  # fmt: skip
     return rows
 
@@ -146,6 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", default="explore,similar,embedding_space,my_classes")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--modes", default="before,after")
     args = ap.parse_args()
     os.environ.setdefault("SOFTMAP_OFFLINE", "1")
     os.environ["SOFTMAP_WARM_UP"] = "0"  # the numba warm-up thread would share the CPU
@@ -160,20 +171,25 @@ def main() -> None:
         tile = row[len(row) // 2][0]
         clock = MapClock()
         rows: list[dict[str, object]] = []
+        modes = args.modes.split(",")
         for page in args.pages.split(","):
-            rows += bench_page(db, page, bbox, tile, clock, args.repeat)
-    summary = {}
+            for mode in modes:
+                rows += bench_page(db, page, bbox, tile, clock, args.repeat, mode)
+    summary: dict[str, dict[str, float]] = {}
     for page in args.pages.split(","):
-        later = [r for r in rows if r["page"] == page and r["step"] != "first run"]
-        if later:
-            server = statistics.median(float(r["server_s"]) for r in later)  # type: ignore[arg-type]
-            share = statistics.median(float(r["map_s"]) / max(float(r["server_s"]), 1e-9)  # type: ignore[arg-type]
-                                      for r in later)  # fmt: skip
-            summary[page] = {"median_interaction_s": round(server, 3), "map_share": round(share, 3)}
+        for mode in modes:
+            later = [r for r in rows if (r["page"], r["mode"]) == (page, mode)
+                     and r["step"] != "first run"]  # fmt: skip
+            if later:
+                server = statistics.median(float(r["server_s"]) for r in later)  # type: ignore[arg-type]
+                share = statistics.median(float(r["map_s"]) / max(float(r["server_s"]), 1e-9)  # type: ignore[arg-type]
+                                          for r in later)  # fmt: skip
+                summary[f"{page} ({mode})"] = {"median_interaction_s": round(server, 3),
+                                               "map_share": round(share, 3)}  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"tiles": tiles, "load_avg_end": os.getloadavg(), "rows": rows, "summary": summary}
     (RESULTS / "app.json").write_text(json.dumps(out, indent=2))
-    print("\n| page | median interaction s (server) | share in the map (st_folium) |")
+    print("\n| page (mode) | median interaction s (server) | share in the map |")
     print("|---|---|---|")
     for page, s in summary.items():
         print(f"| {page} | {s['median_interaction_s']} | {s['map_share']} |")

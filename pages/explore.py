@@ -19,7 +19,9 @@ from app.landcover_view import (
     DEFAULT_CLASS,
     DEFAULT_OPACITY,
     DW_CLASSES,
+    HEAD_KEY,
     LAYER_KEY,
+    LAYER_STATE_KEY,
     LAYERS,
     OPACITY_KEY,
     TOKENS_KEY,
@@ -32,11 +34,12 @@ from app.map_view import (
     MapContent,
     MapView,
     build_map,
+    content_key,
     imagery_control,
     seed_imagery,
     show_map,
 )
-from app.other_layers import other_layers
+from app.other_layers import NONE, OTHER_KEY, other_layers
 from app.state import (
     Analysis,
     Selection,
@@ -87,6 +90,23 @@ ANALYSIS_LAYERS: list[Callable[[Analysis], LayerBuilder]] = [landcover_layer, ot
 ANALYSIS_PANELS: list[Callable[[Analysis], None]] = [landcover_panel]
 #: HOOK(land cover): sections of the tile panel (class-probability bars), given the tile record.
 TILE_SECTIONS: list[TileSection] = [tile_probabilities]
+
+
+def map_cache_key(content: MapContent, analysis: Analysis | None) -> str | None:
+    """What the map shows, for :func:`show_map` to reuse its render (None: render it again).
+
+    The land-cover layer follows from the analysis, the head and the layer choice; the
+    "Also show" layers hold data of other pages, so a map with one of them is always rendered.
+    """
+    if analysis is None:
+        return content_key(content, None)
+    if st.session_state.get(OTHER_KEY, NONE) != NONE:
+        return None
+    shown = st.session_state.get(LAYER_STATE_KEY)
+    choice = None if shown is None else repr(shown[0])
+    head = st.session_state.get(f"{HEAD_KEY}.{analysis.model_id}")
+    layers = (analysis.source_id, analysis.model_id, analysis.region_wkt, id(analysis), head)
+    return content_key(content, (layers, choice))
 
 
 def default_region(source: SceneSource) -> Region:
@@ -324,6 +344,7 @@ def page() -> None:
         build_map(content, layers),
         key=f"{MAP_KEY}.{source.id}",
         view=map_view(source, region, analysis),
+        cache_key=map_cache_key(content, analysis),
     )
     handle_map_events(events, source, meta, click_mode or CLICK_MODES[0])
 

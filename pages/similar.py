@@ -513,7 +513,11 @@ def page() -> None:
         ]
     left, right = st.columns([3, 2])
     with left:
-        events = tiles_map(PAGE, source, region, imagery, layers, fit_view(region, response))
+        # What the layers draw: the heatmap follows from the response and the selected result.
+        drawn = (show_grid, [r["tile_id"] for r in records], repr(response), selected, hm is None)
+        events = tiles_map(
+            PAGE, source, region, imagery, layers, fit_view(region, response), layers_key=drawn
+        )
     with right:
         if response is None:
             st.markdown(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 from pathlib import Path
 
 import pytest
@@ -130,10 +129,15 @@ def test_embedding_space_colours_by_source_and_similarity_and_reruns_are_cheap(
     anchor = trace["customdata"].index(POSITIVES[0])
     assert colours[anchor] == pytest.approx(max(colours), abs=1e-5)
     assert colours[anchor] == pytest.approx(1.0, abs=1e-4)
+    # A rerun that changes nothing on the map sends the map rendered before (rendering 900 tiles
+    # is most of a rerun's time); the timings are in bench/bench_app.py, not in a test.
+    renders = at.session_state["app.map_renders"]
     for _ in range(4):
         at.run()
-    times = [t.seconds for t in at.session_state["app.timings"] if t.page == "embedding"]
-    assert statistics.median(times[-4:]) < 1.5, times
+    assert not at.exception
+    assert at.session_state["app.map_renders"] == renders
+    at.selectbox(key="embedding.colour").set_value("Source").run()
+    assert at.session_state["app.map_renders"] == renders + 1
 
 
 @pytest.mark.slow
