@@ -292,3 +292,22 @@ def test_a_long_tail_is_taken_into_the_graph_in_the_background(
         t = "s/x/112/112/377_0"
         top = index.top(index.matrix[index.row_of[t]], 1, engine="hnsw")
         assert index.ids[top.rows[0]] == t
+
+
+def test_the_kept_index_of_an_emptied_or_deleted_set_is_removed(persisted: Path) -> None:
+    with EmbeddingCache(persisted) as cache:
+        kept = cache.embedding_set("m2", "h", dim=48)
+        assert kept is not None
+        cache.write_embeddings(kept, ["t/x/112/112/0_0"], clustered(1, dim=48))
+        eset = next(e for e in cache.embedding_sets() if e.model_id == "m")
+        get_index(cache, eset).build_hnsw()
+        get_index(cache, kept)
+        folder = index_folder(persisted)
+        assert (folder / f"set-{eset.set_id}" / "manifest.json").exists()
+        (folder / "set-99").mkdir()  # a set no longer in the cache
+        assert index_sync.drop_unused_indexes(cache) == [99]  # sets with rows keep theirs
+        assert cache.remove_source("s") == 0  # its rows leave the set tables (no tile rows here)
+        assert index_sync.drop_unused_indexes(cache) == [eset.set_id]
+        assert not (folder / f"set-{eset.set_id}").exists()
+        assert (folder / f"set-{kept.set_id}").exists()
+        assert len(get_index(cache, eset)) == 0  # never served from the dropped copy

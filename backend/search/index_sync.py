@@ -13,6 +13,7 @@ change is written back.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -20,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backend.search.index import HNSW_PARAMS, IndexVersion, VectorIndex, normalise
-from backend.search.index_store import IndexStore, SetIdentity
+from backend.search.index_store import IndexStore, SetIdentity, index_folder
 from backend.store.cache import EmbeddingCache, EmbeddingSet
 
 log = logging.getLogger(__name__)
@@ -197,3 +198,25 @@ def _apply(index: VectorIndex, delta: _Delta) -> None:
         index.remove(delta.removed)
     if delta.ids and delta.unit is not None:
         index.add(delta.ids, delta.unit)
+
+
+def drop_unused_indexes(cache: EmbeddingCache) -> list[int]:
+    """Delete the kept index of every set that is gone or empty; returns their set ids.
+
+    Run after tiles leave the cache (``sources remove``): an emptied or deleted set's folder
+    beside the cache would otherwise stay on disk (up to gigabytes at a million rows). Sets that
+    still hold rows keep their index: the next query drops the removed rows from it.
+    """
+    folder = index_folder(cache.path.resolve())
+    live = {e.set_id for e in cache.embedding_sets() if table_version(cache, e).rows > 0}
+    dropped: list[int] = []
+    for path in sorted(folder.glob("set-*")) if folder.is_dir() else []:
+        number = path.name.removeprefix("set-")
+        if not number.isdigit() or int(number) in live:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        dropped.append(int(number))
+    with _INDEXES_LOCK:
+        for key in [k for k in _INDEXES if k[0] == str(cache.path.resolve()) and k[1] in dropped]:
+            del _INDEXES[key]
+    return dropped

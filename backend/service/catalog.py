@@ -16,6 +16,7 @@ from backend.imagery.stac import SearchResult, build_source, save_manifest, sear
 from backend.imagery.tiling import parse_tile_id
 from backend.models import ModelMeta, list_models
 from backend.models.weights import find_local_weights
+from backend.search.index_sync import drop_unused_indexes
 from backend.service.workspace import EngineOptions, RegionSpec, Request, Workspace
 from backend.store import catalog as store_catalog
 from backend.store.acquisitions import record_source, record_tiles
@@ -87,6 +88,7 @@ def remove_source(ws: Workspace, source_id: str) -> int:
     """Unregister a source and drop its cached tiles; returns the tiles dropped."""
     with ws.cache() as cache:
         dropped = store_catalog.remove_source(cache, source_id)
+        drop_unused_indexes(cache)
     ws.catalog_changed()
     return dropped
 
