@@ -311,3 +311,13 @@ def test_the_kept_index_of_an_emptied_or_deleted_set_is_removed(persisted: Path)
         assert not (folder / f"set-{eset.set_id}").exists()
         assert (folder / f"set-{kept.set_id}").exists()
         assert len(get_index(cache, eset)) == 0  # never served from the dropped copy
+
+
+def test_the_workspace_precision_is_the_engine_s() -> None:
+    """The workspace spells the precisions out so that importing it does not import torch."""
+    from typing import get_args
+
+    from backend.models.inference import Precision
+    from backend.service import workspace
+
+    assert get_args(workspace.Precision) == get_args(Precision)

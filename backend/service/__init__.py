@@ -4,155 +4,319 @@ The CLI commands, the Streamlit pages and the HTTP service call these names and 
 them: each operation takes a :class:`Workspace` and a typed request and returns a typed result.
 """
 
-# The results' types, the parsers of user input and the pure map helpers the UI shows them with.
-from backend.analysis.projection import Projection
-from backend.classes.active_learning import Suggestions
-from backend.classes.user_classes import UserClass
-from backend.errors import InvalidRegionError, SoftMapError
-from backend.imagery.preview import (
-    region_grid_geojson,
-    tile_at,
-    tile_block_region,
-    tile_grid_geojson,
-)
-from backend.imagery.regions import Region, parse_bbox, parse_geojson, parse_point, point_region
-from backend.imagery.sources import SceneSource
-from backend.imagery.tiling import parse_tile_id
-from backend.landcover.maps import LandCoverResult
-from backend.models import ModelMeta, get_model_meta
-from backend.models.inference import Progress, ProgressCallback
-from backend.search.heatmap import MatchHeatmap
-from backend.search.query import SearchResponse
-from backend.service.analysis import (
-    ChangeRequest,
-    ProjectOutcome,
-    ProjectRequest,
-    detect_region_change,
-    project_scope,
-    scope_projection,
-)
-from backend.service.browse import (
-    DataVersion,
-    class_predictions,
-    landcover_predictions,
-    model_version,
-    predict_scope_landcover,
-    records,
-    region_tiles,
-    resolve_scope,
-    result_heatmap,
-    similarities,
-    tile_under,
-)
-from backend.service.catalog import (
-    AddSourceRequest,
-    ModelInfo,
-    RunsReport,
-    SourceInfo,
-    StacAddRequest,
-    StacAddResult,
-    StacSearchRequest,
-    add_source,
-    list_model_infos,
-    list_sources,
-    recent_runs,
-    remove_source,
-    stac_add,
-    stac_search,
-)
-from backend.service.change import (
-    ChangedTile,
-    ChangeMap,
-    common_region,
-    compare_dates,
-    overlapping_sources,
-)
-from backend.service.classes import (
-    ClassifyOutcome,
-    ClassifyRequest,
-    ScopeRequest,
-    SuggestOutcome,
-    SuggestRequest,
-    TileSelection,
-    add_labels,
-    class_labels,
-    classify,
-    classify_in,
-    create_class,
-    delete_class,
-    export_labels,
-    import_labels,
-    labels_geojson,
-    list_classes,
-    remove_labels,
-    rename_class,
-    scope_json,
-    single_source,
-    suggest_in,
-    suggest_labels,
-)
-from backend.service.embedding import EmbedRequest, embed, tile_records
-from backend.service.landcover import (
-    FitHeadRequest,
-    LandCoverEvalRequest,
-    LandCoverRequest,
-    ReferenceFitRequest,
-    WorldCoverFitRequest,
-    evaluate_landcover_map,
-    fit_landcover_head,
-    fit_reference_landcover_head,
-    fit_worldcover_head,
-    landcover_heads,
-    map_landcover,
-)
-from backend.service.layers import TileValues, class_probability_layers
-from backend.service.outputs import (
-    LANDCOVER_EXPORTS,
-    ExportOutcome,
-    ExportRequest,
-    LandCoverExportKind,
-    ReportRequest,
-    export,
-    landcover_download,
-    landcover_export_name,
-    report,
-)
-from backend.service.scale import (
-    EmbedSourcesRequest,
-    ParquetExportRequest,
-    attach_parquet_set,
-    embed_sources,
-    export_parquet_set,
-    list_parquet_sets,
-)
-from backend.service.search import SearchRequest, find_similar, search_scope
-from backend.service.sensors import (
-    FuseOutcome,
-    FuseRequest,
-    FusionChoice,
-    PairsRequest,
-    fuse_region,
-    fusion_choices,
-    list_pairs,
-    tile_coverage,
-)
-from backend.service.set_landcover import (
-    SetHeadRequest,
-    SetMapRequest,
-    fit_set_landcover_head,
-    map_set,
-)
-from backend.service.training import (
-    EvalRequest,
-    EvaluationOutcome,
-    StepInfo,
-    TrainConfig,
-    TrainRequest,
-    evaluate_model,
-    pretrain,
-)
-from backend.service.workspace import EngineOptions, RegionSpec, Workspace, region_spec
-from backend.store.scopes import Scope
+# Imported on first use (PEP 562), so a command that needs one operation does not pay for every
+# stage (torch alone is ~1 s of a one-shot `softmap search`). Type checkers read the imports below.
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backend.analysis.projection import Projection
+    from backend.classes.active_learning import Suggestions
+    from backend.classes.user_classes import UserClass
+    from backend.errors import InvalidRegionError, SoftMapError
+    from backend.imagery.preview import (
+        region_grid_geojson,
+        tile_at,
+        tile_block_region,
+        tile_grid_geojson,
+    )
+    from backend.imagery.regions import Region, parse_bbox, parse_geojson, parse_point, point_region
+    from backend.imagery.sources import SceneSource
+    from backend.imagery.tiling import parse_tile_id
+    from backend.landcover.maps import LandCoverResult
+    from backend.models import ModelMeta, get_model_meta
+    from backend.models.inference import Progress, ProgressCallback
+    from backend.search.heatmap import MatchHeatmap
+    from backend.search.query import SearchResponse
+    from backend.service.analysis import (
+        ChangeRequest,
+        ProjectOutcome,
+        ProjectRequest,
+        detect_region_change,
+        project_scope,
+        scope_projection,
+    )
+    from backend.service.browse import (
+        DataVersion,
+        class_predictions,
+        landcover_predictions,
+        model_version,
+        predict_scope_landcover,
+        records,
+        region_tiles,
+        resolve_scope,
+        result_heatmap,
+        similarities,
+        tile_under,
+    )
+    from backend.service.catalog import (
+        AddSourceRequest,
+        ModelInfo,
+        RunsReport,
+        SourceInfo,
+        StacAddRequest,
+        StacAddResult,
+        StacSearchRequest,
+        add_source,
+        list_model_infos,
+        list_sources,
+        recent_runs,
+        remove_source,
+        stac_add,
+        stac_search,
+    )
+    from backend.service.change import (
+        ChangedTile,
+        ChangeMap,
+        common_region,
+        compare_dates,
+        overlapping_in,
+        overlapping_sources,
+    )
+    from backend.service.classes import (
+        ClassifyOutcome,
+        ClassifyRequest,
+        ScopeRequest,
+        SuggestOutcome,
+        SuggestRequest,
+        TileSelection,
+        add_labels,
+        class_labels,
+        classify,
+        classify_in,
+        create_class,
+        delete_class,
+        export_labels,
+        import_labels,
+        labels_geojson,
+        list_classes,
+        remove_labels,
+        rename_class,
+        scope_json,
+        single_source,
+        suggest_in,
+        suggest_labels,
+    )
+    from backend.service.embedding import EmbedRequest, embed, tile_records
+    from backend.service.landcover import (
+        FitHeadRequest,
+        LandCoverEvalRequest,
+        LandCoverRequest,
+        ReferenceFitRequest,
+        WorldCoverFitRequest,
+        evaluate_landcover_map,
+        fit_landcover_head,
+        fit_reference_landcover_head,
+        fit_worldcover_head,
+        landcover_heads,
+        map_landcover,
+    )
+    from backend.service.layers import TileValues, class_probability_layers
+    from backend.service.outputs import (
+        LANDCOVER_EXPORTS,
+        ExportOutcome,
+        ExportRequest,
+        LandCoverExportKind,
+        ReportRequest,
+        export,
+        landcover_download,
+        landcover_export_name,
+        report,
+    )
+    from backend.service.scale import (
+        EmbedSourcesRequest,
+        ParquetExportRequest,
+        attach_parquet_set,
+        embed_sources,
+        export_parquet_set,
+        list_parquet_sets,
+    )
+    from backend.service.search import SearchRequest, find_similar, search_scope
+    from backend.service.sensors import (
+        FuseOutcome,
+        FuseRequest,
+        FusionChoice,
+        PairsRequest,
+        fuse_region,
+        fusion_choices,
+        list_pairs,
+        tile_coverage,
+    )
+    from backend.service.set_landcover import (
+        SetHeadRequest,
+        SetMapRequest,
+        fit_set_landcover_head,
+        map_set,
+    )
+    from backend.service.training import (
+        EvalRequest,
+        EvaluationOutcome,
+        StepInfo,
+        TrainConfig,
+        TrainRequest,
+        evaluate_model,
+        pretrain,
+    )
+    from backend.service.workspace import EngineOptions, RegionSpec, Workspace, region_spec
+    from backend.store.scopes import Scope
+
+#: Each name of the layer → the module it comes from.
+_SOURCES: dict[str, str] = {
+    "Projection": "backend.analysis.projection",
+    "Suggestions": "backend.classes.active_learning",
+    "UserClass": "backend.classes.user_classes",
+    "InvalidRegionError": "backend.errors",
+    "SoftMapError": "backend.errors",
+    "region_grid_geojson": "backend.imagery.preview",
+    "tile_at": "backend.imagery.preview",
+    "tile_block_region": "backend.imagery.preview",
+    "tile_grid_geojson": "backend.imagery.preview",
+    "Region": "backend.imagery.regions",
+    "parse_bbox": "backend.imagery.regions",
+    "parse_geojson": "backend.imagery.regions",
+    "parse_point": "backend.imagery.regions",
+    "point_region": "backend.imagery.regions",
+    "SceneSource": "backend.imagery.sources",
+    "parse_tile_id": "backend.imagery.tiling",
+    "LandCoverResult": "backend.landcover.maps",
+    "ModelMeta": "backend.models",
+    "get_model_meta": "backend.models",
+    "Progress": "backend.models.inference",
+    "ProgressCallback": "backend.models.inference",
+    "MatchHeatmap": "backend.search.heatmap",
+    "SearchResponse": "backend.search.query",
+    "ChangeRequest": "backend.service.analysis",
+    "ProjectOutcome": "backend.service.analysis",
+    "ProjectRequest": "backend.service.analysis",
+    "detect_region_change": "backend.service.analysis",
+    "project_scope": "backend.service.analysis",
+    "scope_projection": "backend.service.analysis",
+    "DataVersion": "backend.service.browse",
+    "class_predictions": "backend.service.browse",
+    "landcover_predictions": "backend.service.browse",
+    "model_version": "backend.service.browse",
+    "predict_scope_landcover": "backend.service.browse",
+    "records": "backend.service.browse",
+    "region_tiles": "backend.service.browse",
+    "resolve_scope": "backend.service.browse",
+    "result_heatmap": "backend.service.browse",
+    "similarities": "backend.service.browse",
+    "tile_under": "backend.service.browse",
+    "AddSourceRequest": "backend.service.catalog",
+    "ModelInfo": "backend.service.catalog",
+    "RunsReport": "backend.service.catalog",
+    "SourceInfo": "backend.service.catalog",
+    "StacAddRequest": "backend.service.catalog",
+    "StacAddResult": "backend.service.catalog",
+    "StacSearchRequest": "backend.service.catalog",
+    "add_source": "backend.service.catalog",
+    "list_model_infos": "backend.service.catalog",
+    "list_sources": "backend.service.catalog",
+    "recent_runs": "backend.service.catalog",
+    "remove_source": "backend.service.catalog",
+    "stac_add": "backend.service.catalog",
+    "stac_search": "backend.service.catalog",
+    "ChangedTile": "backend.service.change",
+    "ChangeMap": "backend.service.change",
+    "common_region": "backend.service.change",
+    "compare_dates": "backend.service.change",
+    "overlapping_in": "backend.service.change",
+    "overlapping_sources": "backend.service.change",
+    "ClassifyOutcome": "backend.service.classes",
+    "ClassifyRequest": "backend.service.classes",
+    "ScopeRequest": "backend.service.classes",
+    "SuggestOutcome": "backend.service.classes",
+    "SuggestRequest": "backend.service.classes",
+    "TileSelection": "backend.service.classes",
+    "add_labels": "backend.service.classes",
+    "class_labels": "backend.service.classes",
+    "classify": "backend.service.classes",
+    "classify_in": "backend.service.classes",
+    "create_class": "backend.service.classes",
+    "delete_class": "backend.service.classes",
+    "export_labels": "backend.service.classes",
+    "import_labels": "backend.service.classes",
+    "labels_geojson": "backend.service.classes",
+    "list_classes": "backend.service.classes",
+    "remove_labels": "backend.service.classes",
+    "rename_class": "backend.service.classes",
+    "scope_json": "backend.service.classes",
+    "single_source": "backend.service.classes",
+    "suggest_in": "backend.service.classes",
+    "suggest_labels": "backend.service.classes",
+    "EmbedRequest": "backend.service.embedding",
+    "embed": "backend.service.embedding",
+    "tile_records": "backend.service.embedding",
+    "FitHeadRequest": "backend.service.landcover",
+    "LandCoverEvalRequest": "backend.service.landcover",
+    "LandCoverRequest": "backend.service.landcover",
+    "ReferenceFitRequest": "backend.service.landcover",
+    "WorldCoverFitRequest": "backend.service.landcover",
+    "evaluate_landcover_map": "backend.service.landcover",
+    "fit_landcover_head": "backend.service.landcover",
+    "fit_reference_landcover_head": "backend.service.landcover",
+    "fit_worldcover_head": "backend.service.landcover",
+    "landcover_heads": "backend.service.landcover",
+    "map_landcover": "backend.service.landcover",
+    "TileValues": "backend.service.layers",
+    "class_probability_layers": "backend.service.layers",
+    "LANDCOVER_EXPORTS": "backend.service.outputs",
+    "ExportOutcome": "backend.service.outputs",
+    "ExportRequest": "backend.service.outputs",
+    "LandCoverExportKind": "backend.service.outputs",
+    "ReportRequest": "backend.service.outputs",
+    "export": "backend.service.outputs",
+    "landcover_download": "backend.service.outputs",
+    "landcover_export_name": "backend.service.outputs",
+    "report": "backend.service.outputs",
+    "EmbedSourcesRequest": "backend.service.scale",
+    "ParquetExportRequest": "backend.service.scale",
+    "attach_parquet_set": "backend.service.scale",
+    "embed_sources": "backend.service.scale",
+    "export_parquet_set": "backend.service.scale",
+    "list_parquet_sets": "backend.service.scale",
+    "SearchRequest": "backend.service.search",
+    "find_similar": "backend.service.search",
+    "search_scope": "backend.service.search",
+    "FuseOutcome": "backend.service.sensors",
+    "FuseRequest": "backend.service.sensors",
+    "FusionChoice": "backend.service.sensors",
+    "PairsRequest": "backend.service.sensors",
+    "fuse_region": "backend.service.sensors",
+    "fusion_choices": "backend.service.sensors",
+    "list_pairs": "backend.service.sensors",
+    "tile_coverage": "backend.service.sensors",
+    "SetHeadRequest": "backend.service.set_landcover",
+    "SetMapRequest": "backend.service.set_landcover",
+    "fit_set_landcover_head": "backend.service.set_landcover",
+    "map_set": "backend.service.set_landcover",
+    "EvalRequest": "backend.service.training",
+    "EvaluationOutcome": "backend.service.training",
+    "StepInfo": "backend.service.training",
+    "TrainConfig": "backend.service.training",
+    "TrainRequest": "backend.service.training",
+    "evaluate_model": "backend.service.training",
+    "pretrain": "backend.service.training",
+    "EngineOptions": "backend.service.workspace",
+    "RegionSpec": "backend.service.workspace",
+    "Workspace": "backend.service.workspace",
+    "region_spec": "backend.service.workspace",
+    "Scope": "backend.store.scopes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))
+
 
 __all__ = [
     "LANDCOVER_EXPORTS",
@@ -259,6 +423,7 @@ __all__ = [
     "map_landcover",
     "map_set",
     "model_version",
+    "overlapping_in",
     "overlapping_sources",
     "parse_bbox",
     "parse_geojson",

@@ -15,18 +15,23 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.errors import CacheError, InvalidRegionError
 from backend.imagery.regions import Region, load_aoi, parse_bbox, parse_geojson
 from backend.imagery.sources import SceneSource, SourceCatalog
-from backend.models import EmbeddingModel, create_model
-from backend.models.inference import EmbeddingEngine, Precision
 from backend.settings import Settings, get_settings
 from backend.store.cache import EmbeddingCache
 from backend.store.catalog import cache_catalog, open_catalog
+
+if TYPE_CHECKING:  # torch comes with the models: imported when a model is first needed
+    from backend.models import EmbeddingModel
+    from backend.models.inference import EmbeddingEngine
+
+#: As :data:`backend.models.inference.Precision` (equal by a test; not imported, see above).
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 class Request(BaseModel):
@@ -197,6 +202,8 @@ class Workspace:
         key = (model_id, str(checkpoint) if checkpoint else None)
         if key in self._models:
             return self._models[key]
+        from backend.models import create_model
+
         model = create_model(model_id, checkpoint=checkpoint)
         if self.keep_open:
             self._models[key] = model
@@ -220,6 +227,8 @@ class Workspace:
                 precision=opts.precision,
             )
         else:
+            from backend.models.inference import EmbeddingEngine
+
             engine = EmbeddingEngine.from_settings(
                 self.model(model_id, opts.checkpoint),
                 self.settings,
