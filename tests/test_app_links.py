@@ -118,16 +118,18 @@ def test_a_point_typed_lat_lon_is_answered_with_the_order(
 def test_minimum_score_zero_drops_negative_scores(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import app.operations as operations
     import app.search_view as search_view
 
     asked: list[float | None] = []
-    original = search_view.find_similar
+    original = operations.find_similar
 
     def recording(workspace: Any, request: Any) -> Any:
         asked.append(request.threshold)
         return original(workspace, request)
 
-    monkeypatch.setattr(search_view, "find_similar", recording)
+    # In-process, the app's one operations object calls the service function by this name.
+    monkeypatch.setattr(operations, "find_similar", recording)
     search_view.run_search.clear()
     at = app_at(db, monkeypatch, page="similar", q=POSITIVES[0], k="50", sup="0")
     at.run()
