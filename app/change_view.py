@@ -34,8 +34,6 @@ from backend.service import (
     RegionSpec,
     SceneSource,
     SoftMapError,
-    Workspace,
-    compare_dates,
 )
 
 RESULT_KEY = "change.result"
@@ -44,11 +42,6 @@ RAMP = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
 REGION_STYLE = {"color": "#2f6fb0", "weight": 2, "fillOpacity": 0.0, "dashArray": "6 4"}
 VIEWS = ("Change score", "Swipe before / after")
 COMPOSITES: dict[str, Composite] = {"True colour": "true", "False colour (NIR)": "false"}
-
-
-def workspace() -> Workspace:
-    """The app's workspace (one per process, shared by sessions: ``app.resources``)."""
-    return resources.workspace()
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -89,7 +82,7 @@ def run_comparison(req: ChangeRequest) -> ChangeMap:
         return update
 
     try:
-        change = compare_dates(workspace(), req, progress=progress)
+        change = resources.operations().compare_dates(req, progress=progress)
     finally:
         for bar in bars:
             bar.empty()

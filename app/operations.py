@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,6 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from backend.service import (
+    ChangeMap,
+    ChangeRequest,
     ClassifyRequest,
     EmbedRequest,
     FusionChoice,
@@ -32,6 +34,7 @@ from backend.service import (
     LandCoverResult,
     MatchHeatmap,
     PairsRequest,
+    Progress,
     ProgressCallback,
     Projection,
     ProjectRequest,
@@ -50,6 +53,7 @@ from backend.service import (
     add_labels,
     class_labels,
     classify_in,
+    compare_dates,
     create_class,
     delete_class,
     embed,
@@ -63,6 +67,8 @@ from backend.service import (
     list_pairs,
     map_landcover,
     model_version,
+    overlapping_in,
+    overlapping_sources,
     records,
     region_tiles,
     remove_labels,
@@ -82,7 +88,7 @@ if TYPE_CHECKING:
     from backend.classes.user_classes import Label
     from backend.client import SoftMapClient
     from backend.embedding.pipeline import EmbedResult
-    from backend.imagery.sources import SourceCatalog
+    from backend.imagery.sources import SceneSource, SourceCatalog
     from backend.landcover.areas import ClassArea
     from backend.service import DataVersion, Workspace
     from backend.store.cache import CacheStats
@@ -91,6 +97,10 @@ if TYPE_CHECKING:
 MAPS_KEPT = 8
 #: Tile ids asked for in one ``GET /tiles`` (its query string stays well under the URL limit).
 TILES_PER_REQUEST = 200
+
+
+#: The Change page's progress: one callback per date's embedding (a bar each).
+DateProgress = Callable[["SceneSource"], ProgressCallback | None]
 
 
 class NotThroughServiceError(SoftMapError):
@@ -139,6 +149,10 @@ class Operations(Protocol):
     def remove_labels(self, name: str, sel: TileSelection) -> None: ...
     def classify_in(self, name: str, scope: Scope) -> tuple[Classification, list[ClassArea]]: ...
     def suggest_in(self, name: str, scope: Scope, k: int = 10) -> Suggestions: ...
+    def overlapping_sources(self, source_id: str) -> list[SceneSource]: ...
+    def compare_dates(
+        self, req: ChangeRequest, progress: DateProgress | None = None
+    ) -> ChangeMap: ...
 
 
 class InProcess:
@@ -244,6 +258,12 @@ class InProcess:
     def suggest_in(self, name: str, scope: Scope, k: int = 10) -> Suggestions:
         return suggest_in(self.workspace, name, scope, k=k)
 
+    def overlapping_sources(self, source_id: str) -> list[SceneSource]:
+        return overlapping_sources(self.workspace, source_id)
+
+    def compare_dates(self, req: ChangeRequest, progress: DateProgress | None = None) -> ChangeMap:
+        return compare_dates(self.workspace, req, progress=progress)
+
 
 class ThroughService:
     """The same calls on a SoftMap service (``softmap serve``), through its typed client."""
@@ -261,8 +281,14 @@ class ThroughService:
         if self._catalog is None:
             from backend.imagery.sources import SourceCatalog
 
-            served = {s.id for s in self.client.sources().sources}
-            self._catalog = SourceCatalog(s for s in self._local.list() if s.id in served)
+            listed = self.client.sources().sources
+            served = {s.id for s in listed}
+            found = [s for s in self._local.list() if s.id in served]
+            for info in listed:  # registered there, on a disk this app reads too
+                local = _readable(info.model_dump().get("manifest"))
+                if local is not None and local.id not in {s.id for s in found}:
+                    found.append(local)
+            self._catalog = SourceCatalog(found)
         return self._catalog
 
     def cache_stats(self) -> CacheStats:
@@ -393,6 +419,50 @@ class ThroughService:
 
     def suggest_in(self, name: str, scope: Scope, k: int = 10) -> Suggestions:
         return self.client.suggest_labels(SuggestRequest(name=name, scope=_named(scope), k=k))
+
+    def overlapping_sources(self, source_id: str) -> list[SceneSource]:
+        """Second dates among the scenes this app and the service both have."""
+        catalog = self.catalog()
+        return overlapping_in(catalog.list(), catalog.get(source_id))
+
+    def compare_dates(self, req: ChangeRequest, progress: DateProgress | None = None) -> ChangeMap:
+        """The comparison run on the service (``POST /compare``: both dates embedded there),
+        rebuilt here; the job's one progress stream moves the before bar, then the after bar."""
+        catalog = self.catalog()
+        before, after = catalog.get(req.before), catalog.get(req.after)
+        per_date = _by_date(progress, (before, after)) if progress is not None else None
+        return self.client.compare_dates(req, before, after, per_date)
+
+
+def _readable(manifest: Any) -> SceneSource | None:
+    """A service's registered source whose folder this app can read, else None."""
+    if not isinstance(manifest, dict) or not Path(str(manifest.get("root", ""))).is_dir():
+        return None
+    from backend.imagery.sources import source_from_manifest
+
+    try:
+        return source_from_manifest(manifest)
+    except SoftMapError:
+        return None
+
+
+def _by_date(progress: DateProgress, sources: tuple[SceneSource, SceneSource]) -> ProgressCallback:
+    """One callback that feeds the first date's bar until its embedding ends (the count starts
+    again or its total changes), then the second's."""
+    bars: list[ProgressCallback | None] = []
+    last: list[Progress] = []
+
+    def update(p: Progress) -> None:
+        if last and len(bars) == 1 and (p.total != last[0].total or p.done < last[0].done):
+            bars.append(progress(sources[1]))
+        if not bars:
+            bars.append(progress(sources[0]))
+        last[:] = [p]
+        bar = bars[-1]
+        if bar is not None:
+            bar(p)
+
+    return update
 
 
 def _named(scope: Scope) -> ScopeRequest:

@@ -40,6 +40,7 @@ from backend.landcover.maps import LandCoverResult
 from backend.models.inference import Progress, ProgressCallback
 from backend.search.heatmap import MatchHeatmap
 from backend.search.query import SearchQuery, SearchResponse, SearchResult
+from backend.server.change_map import unpack as unpack_change
 from backend.server.landcover_arrays import unpack as unpack_landcover
 from backend.server.locator import TOKEN_ENV, URL_ENV
 from backend.server.schemas import (
@@ -57,6 +58,7 @@ from backend.server.schemas import (
     SourceList,
 )
 from backend.service import (
+    ChangeMap,
     ChangeRequest,
     ClassifyRequest,
     EmbedRequest,
@@ -304,6 +306,17 @@ class SoftMapClient:
         job = self.submit("landcover", req)
         self.wait(job.id, progress)
         return self.landcover_arrays(job.id, source)
+
+    def compare_dates(
+        self,
+        req: ChangeRequest,
+        before: SceneSource,
+        after: SceneSource,
+        progress: ProgressCallback | None = None,
+    ) -> ChangeMap:
+        """As :func:`backend.service.compare_dates`, on the service (``POST /compare``): both
+        dates embedded there, the whole comparison rebuilt here on these two sources."""
+        return unpack_change(self.run("compare", req, progress), before, after)
 
     def landcover_arrays(self, job_id: str, source: SceneSource) -> LandCoverResult:
         """A finished land-cover job's map with its probabilities, on the caller's ``source``."""

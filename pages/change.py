@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from app import resources
 from app.change_view import (
     COMPOSITES,
     VIEWS,
@@ -26,7 +27,6 @@ from app.change_view import (
     second_date_help,
     show_change_map,
     source_label,
-    workspace,
 )
 from app.errors import show_error, user_errors
 from app.state import get_selection, keep, kept, region_on, set_region
@@ -36,7 +36,6 @@ from backend.service import (
     Region,
     SceneSource,
     SoftMapError,
-    overlapping_sources,
     parse_bbox,
 )
 
@@ -187,12 +186,12 @@ def page() -> None:
     selection = get_selection()
     if selection is None:
         st.stop()
-    ws = workspace()
+    ops = resources.operations()
     st.header("Change between two dates", anchor=False)
     compare_link = apply_link()
     try:
-        before = ws.source(selection.source_id)
-        afters = overlapping_sources(ws, before.id)
+        before = ops.catalog().get(selection.source_id)
+        afters = ops.overlapping_sources(before.id)
     except SoftMapError as e:
         show_error(e)
         return

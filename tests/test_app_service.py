@@ -172,25 +172,57 @@ def test_a_refused_token_and_an_unreachable_service_are_one_message(
     assert not no_duckdb_here
 
 
+@pytest.fixture(scope="module")
+def served_two_dates(
+    venv_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """A service whose cache has the derived second date of Virginia registered (its files on
+    this disk, so the app reads its pixels too); nothing embedded yet."""
+    from backend.service import Workspace
+    from scripts.second_date import register_second_date, write_second_date
+
+    folder = tmp_path_factory.mktemp("two_dates_service")
+    db = folder / "service.duckdb"
+    register_second_date(Workspace(db_path=db), write_second_date(folder / "files"))
+    with service(venv_bin, db, "--token", TOKEN, SOFTMAP_WARM_UP="0") as (_proc, url):
+        yield url, db
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("page", ["change"])
-def test_views_not_served_yet_say_so_in_one_line(
-    page: str,
-    served: tuple[str, Path],
+def test_change_compares_two_dates_through_the_service(
+    served_two_dates: tuple[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     no_duckdb_here: list[Any],
 ) -> None:
-    url, _db = served
+    from scripts.second_date import CHANGED_TILES_112, SOURCE_ID
+
+    url, service_db = served_two_dates
+    changed = {f"demo/virginia/112/112/{r}_{c}" for r, c in CHANGED_TILES_112}
     at = client_app(
-        tmp_path, monkeypatch, url, page=page, source="demo/virginia", bbox=VIRGINIA_SMALL_BBOX
-    )
+        tmp_path, monkeypatch, url, page="change", source="demo/virginia",
+        bbox=VIRGINIA_SMALL_BBOX,
+    )  # fmt: skip
     at.run()
     assert not at.exception, at.exception
-    shown = " ".join(m.value for m in [*at.error, *at.warning, *at.info])
-    assert "Not available through the service" in shown or "SOFTMAP_BACKEND_URL" in shown, shown
-    assert "Traceback" not in shown
+    # The second date is registered on the service and its files are readable here.
+    assert at.selectbox(key="change.after").value == SOURCE_ID
+    at.button(key="change.compare").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tile pairs"] == "16"
+    captions = " ".join(c.value for c in at.caption)
+    assert "16 tile pairs (centroid matching)" in captions
+    assert "32 embedded now, 0 from the cache" in captions
+    ranked = [m.value.split("`")[1] for m in at.markdown if m.value.startswith("**0.")]
+    assert len(ranked) == 10 and set(ranked[:4]) == changed
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert downloads == ["Change map (COG)", "Ranked list (GeoJSON)", "Ranked list (CSV)"]
+    change = at.session_state["change.result"][1]
+    assert change.result.raster is not None  # the COG is written from the service's raster
     assert not no_duckdb_here
+    assert not _fds_on(service_db)
 
 
 def _embedded(url: str) -> None:

@@ -202,3 +202,35 @@ def test_classes_classify_and_suggest_as_the_service_layer(
     with pytest.raises(SoftMapError) as taken:
         remote.create_class("views dup")
     assert "views dup" in str(taken.value)
+
+
+def test_a_comparison_travels_whole(tmp_path: Path) -> None:
+    """The ``compare`` job's JSON (``backend.server.change_map``) rebuilds the same ChangeMap."""
+    import json
+
+    from backend.server.change_map import pack, unpack
+    from backend.service import ChangeRequest, compare_dates
+    from scripts.second_date import SOURCE_ID, register_second_date, write_second_date
+
+    settings = Settings(db_path=tmp_path / "c.duckdb", models_dir=tmp_path / "m", offline=True)
+    ws = Workspace(settings=settings, db_path=tmp_path / "c.duckdb")
+    register_second_date(ws, write_second_date(tmp_path / "files"))
+    ws.catalog_changed()
+    req = ChangeRequest(
+        before="demo/virginia",
+        after=SOURCE_ID,
+        region=RegionSpec(bbox=VIRGINIA_SMALL_BBOX),
+        model=MODEL,
+        engine=ENGINE,
+    )
+    here = compare_dates(ws, req)
+    there = unpack(json.loads(json.dumps(pack(here))), here.before, here.after)
+    assert there.tiles == here.tiles and there.region.geometry.equals(here.region.geometry)
+    assert there.to_csv() == here.to_csv() and there.to_geojson() == here.to_geojson()
+    assert (there.computed, there.cached) == (here.computed, here.cached)
+    assert there.result.pairs == here.result.pairs and there.result.top == here.result.top
+    np.testing.assert_allclose(there.result.distances, here.result.distances)
+    assert here.result.raster is not None and there.result.raster is not None
+    np.testing.assert_allclose(there.result.raster.data, here.result.raster.data, equal_nan=True)
+    assert there.result.raster.transform == here.result.raster.transform
+    assert there.write_map(tmp_path / "there.tif").stat().st_size > 0

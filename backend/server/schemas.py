@@ -140,7 +140,7 @@ class RunList(Response):
 
 
 # --- jobs --------------------------------------------------------------------------------------
-JobKind = Literal["embed", "landcover", "change", "report"]
+JobKind = Literal["embed", "landcover", "change", "compare", "report"]
 JobState = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
 TERMINAL_STATES: tuple[str, ...] = ("completed", "failed", "cancelled")
 

@@ -1,4 +1,5 @@
-"""The long operations the job queue runs: embed, land cover, change and report.
+"""The long operations the job queue runs: embed, land cover, change (and the app's
+compare, the same with every pair kept) and report.
 
 Each request is confined and checked up front (:func:`prepare`, in the request thread), so a
 user mistake (unknown source or model, a bad region, a path outside the data folder) is answered
@@ -65,6 +66,13 @@ def job_types(state: ServiceState) -> dict[str, JobType]:
         ctx.check()
         return dict(state.public(service.detect_region_change(ws, req).to_json()))
 
+    def compare(req: service.ChangeRequest, ctx: JobContext) -> dict[str, Any]:
+        """The app's comparison: both dates embedded, every pair ranked, the raster kept."""
+        from backend.server.change_map import pack
+
+        change = service.compare_dates(ws, req, progress=lambda _source: ctx.progress)
+        return dict(state.public(pack(change)))
+
     def report(req: service.ReportRequest, ctx: JobContext) -> dict[str, Any]:
         page = service.report(ws, req, progress=ctx.progress)
         out = {**page.to_json(), "out": req.out}
@@ -76,5 +84,6 @@ def job_types(state: ServiceState) -> dict[str, JobType]:
         "embed": JobType(service.EmbedRequest, embed),
         "landcover": JobType(service.LandCoverRequest, landcover),
         "change": JobType(service.ChangeRequest, change),
+        "compare": JobType(service.ChangeRequest, compare),
         "report": JobType(service.ReportRequest, report),
     }

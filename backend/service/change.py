@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,11 +158,15 @@ def overlapping_sources(ws: Workspace, source_id: str) -> list[SceneSource]:
     Raises:
         UnknownSourceError: no such source.
     """
-    source = ws.source(source_id)
+    return overlapping_in(ws.catalog().list(), ws.source(source_id))
+
+
+def overlapping_in(sources: Iterable[SceneSource], source: SceneSource) -> list[SceneSource]:
+    """:func:`overlapping_sources` among the given sources (a client's own catalogue)."""
     return sorted(
         (
             s
-            for s in ws.catalog().list()
+            for s in sources
             if s.id != source.id
             and _optical(s) == _optical(source)
             and overlap_share(source, s) > MIN_OVERLAP

@@ -63,6 +63,13 @@ def change(body: ChangeRequest, state: State) -> JobInfo:
     return _submit(state, "change", body)
 
 
+@router.post("/compare", response_model=JobInfo, status_code=202)
+def compare(body: ChangeRequest, state: State) -> JobInfo:
+    """The app's comparison as a job: both dates embedded first, every matched pair with its
+    footprint and the distance raster in the result (``backend.server.change_map``)."""
+    return _submit(state, "compare", body)
+
+
 @router.post("/report", response_model=JobInfo, status_code=202)
 def report(body: ReportRequest, state: State) -> JobInfo:
     """Write a region's HTML land-cover report under outputs/, as a job."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from backend import service
-from backend.imagery.sources import BUNDLED_PREFIX
+from backend.imagery.sources import BUNDLED_PREFIX, source_manifest
 from backend.server.deps import State
 from backend.server.schemas import AddSourceRequest, SourceInfo, SourceList, SourceRemoved
 
@@ -14,8 +14,13 @@ router = APIRouter(prefix="/sources", tags=["sources"])
 
 @router.get("", response_model=SourceList)
 def list_sources(state: State) -> SourceList:
-    infos = service.list_sources(state.workspace)
-    return SourceList(sources=[SourceInfo.model_validate(i.to_json()) for i in infos])
+    """Every source; a registered one with its ``manifest`` too (its description with the
+    absolute folder, so a client on the same disk can read its pixels)."""
+    infos = [i.to_json() for i in service.list_sources(state.workspace)]
+    for info in infos:
+        if info.get("registered"):
+            info["manifest"] = source_manifest(state.source(str(info["id"])))
+    return SourceList(sources=[SourceInfo.model_validate(i) for i in infos])
 
 
 @router.get("/{source_id:path}", response_model=SourceInfo)
