@@ -10,6 +10,7 @@ cells of the raster travel as ``null``).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -42,18 +43,7 @@ def pack(change: ChangeMap) -> dict[str, Any]:
         "region": change.region.to_geojson(),
         "computed": change.computed,
         "cached": change.cached,
-        "tiles": [
-            {
-                "rank": t.rank,
-                "before_tile": t.before_tile,
-                "after_tile": t.after_tile,
-                "lon": t.lon,
-                "lat": t.lat,
-                "distance": t.distance,
-                "footprint": t.footprint,
-            }
-            for t in change.tiles
-        ],
+        "tiles": [asdict(t) for t in change.tiles],  # unpack: ChangedTile(**t)
         "result": {
             "model": r.model,
             "before": r.before,
@@ -61,17 +51,7 @@ def pack(change: ChangeMap) -> dict[str, Any]:
             "matching": r.matching,
             "pairs": [[p.before, p.after] for p in r.pairs],
             "distances": [float(d) for d in r.distances],
-            "top": [
-                {
-                    "rank": t.rank,
-                    "before_tile": t.before_tile,
-                    "after_tile": t.after_tile,
-                    "lon": t.lon,
-                    "lat": t.lat,
-                    "distance": t.distance,
-                }
-                for t in r.top
-            ],
+            "top": [asdict(t) for t in r.top],
             "unmatched_before": r.unmatched_before,
             "unmatched_after": r.unmatched_after,
             "computed": r.computed,
