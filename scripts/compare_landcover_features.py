@@ -10,10 +10,13 @@ labelled share ≥ 0.5): top-1 accuracy of the dominant class, per-class recall,
 * ``no-soft``: the same recipe with the soft targets off
   (``assets/models/softmap-default-nosoft.pt``);
 * ``random-init``: the same architecture with random weights (seed 0);
-* ``band-stats``: the 15 per-cell spectral features alone (no model);
-* ``softcon+bands``: SoftCon tokens and the spectral features together.
+* ``band-stats``: the per-cell spectral features alone (no model; ``spectral-v2``, 39 features);
+* ``softcon+bands``: SoftCon tokens and the spectral features together;
+* ``--checkpoint NAME=PATH`` (repeatable): other ``softmap-default`` weights, e.g. an earlier
+  training run, scored like ``softcon``.
 
     .venv/bin/python scripts/compare_landcover_features.py [--db PATH] [--json OUT]
+        [--checkpoint NAME=PATH ...]
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", type=Path, default=Path("runs/compare_landcover.duckdb"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
     args = ap.parse_args()
     args.db.parent.mkdir(parents=True, exist_ok=True)
     settings = get_settings()
@@ -73,6 +77,9 @@ def main() -> None:
         "no-soft": create_model("softmap-default", nosoft),
         "random-init": create_model("softmap-default", pretrained=False),
     }
+    for value in args.checkpoint:
+        label, _, path = value.partition("=")
+        candidates[label] = create_model("softmap-default", Path(path))
     results: dict[str, dict] = {}
     n_spec = len(FEATURE_NAMES)
     for name, model in candidates.items():

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default model: SoftCon pretraining of `softmap-default` from scratch on the
-# two bundled scenes (Brandenburg with its OSM labels, Virginia unlabelled), the evaluation blocks
-# of Brandenburg held out, seed 0, one thread (bit-reproducible). 288 steps: 15 min measured on a
-# busy shared 2-core CPU, 3-9 min when it is quiet (see assets/models/softmap-default.md).
+# two bundled scenes, both with soft targets from their reference labels (spectral rules >
+# photo-interpreted polygons > snow rule > Brandenburg's OSM raster and the cluster raster,
+# training blocks only: backend/landcover/reference.py), no chip touching an evaluation polygon,
+# the `softmap eval` blocks of Brandenburg held out too, seed 0, one thread (bit-reproducible).
+# Timings are in assets/models/softmap-default.md.
 #
 #   scripts/train_default_model.sh            # the model: assets/models/softmap-default.pt
 #   scripts/train_default_model.sh --no-soft  # the ablation (plain contrastive) for `softmap eval`

@@ -141,3 +141,60 @@ def test_sources_remove_through_the_cli_leaves_no_feature_rows(
                       "tiles"):  # fmt: skip
             assert _rows(cache, table, "local/crop/") == 0, table
         assert cache.stats().embeddings == 0
+
+
+def test_head_refuses_embeddings_of_other_weights() -> None:
+    import dataclasses
+
+    head = resolve_head(None, "softmap-default", None, Settings(offline=True))
+    fitted = {**head.training["preprocessing"], "weights": "sha256:aaaaaaaaaaaaaaaa"}
+    tokens = dataclasses.replace(
+        head, uses_embedding=True, training={**head.training, "preprocessing": fitted}
+    )
+    check_head_applies(tokens, "other", dict(fitted))
+    with pytest.raises(HeadMismatchError, match=r"weights .*sha256:aaaa.* when fitted"):
+        check_head_applies(tokens, "other", {**fitted, "weights": "sha256:bbbbbbbbbbbbbbbb"})
+    # A head that reads band statistics only does not depend on the weights.
+    bands_only = dataclasses.replace(tokens, uses_embedding=False)
+    check_head_applies(bands_only, "other", {**fitted, "weights": "sha256:bbbbbbbbbbbbbbbb"})
+
+
+def test_embeddings_of_other_weights_never_mix_in_one_set(
+    tmp_path: Path, virginia: SceneSource
+) -> None:
+    """Retrained weights under the same model id embed into their own set, not the cached one."""
+    import torch
+
+    from backend.embedding.pipeline import embed_region
+    from backend.imagery.regions import parse_bbox
+    from backend.models import create_model
+    from backend.models.inference import EmbeddingEngine
+
+    from .conftest import VIRGINIA_SMALL_BBOX
+
+    random = create_model("test-vit")
+    state = {k: v + 0.01 for k, v in random.module.state_dict().items()}
+    ckpt = tmp_path / "retrained.pt"
+    torch.save(state, ckpt)
+    retrained = create_model("test-vit", ckpt)
+    assert random.weights_id.startswith("random:")
+    assert retrained.weights_id.startswith("sha256:")
+    assert retrained.weights_id == create_model("test-vit", ckpt).weights_id
+    db = tmp_path / "c.duckdb"
+    settings = Settings(db_path=db, models_dir=tmp_path / "models", offline=True)
+    results = []
+    with EmbeddingCache(db) as cache:
+        for model in (random, retrained, random):
+            engine = EmbeddingEngine(model, device="cpu", batch_size=16)
+            results.append(
+                embed_region(
+                    parse_bbox(VIRGINIA_SMALL_BBOX), virginia, model, cache,
+                    engine=engine, settings=settings,
+                )
+            )  # fmt: skip
+        sets = cache.embedding_sets()
+    first, second, again = results
+    assert len(sets) == 2
+    assert first.preprocessing_hash != second.preprocessing_hash
+    assert second.computed == second.tiles == 16  # not served from the first weights' set
+    assert again.computed == 0 and again.preprocessing_hash == first.preprocessing_hash

@@ -14,7 +14,13 @@ from backend.models import create_model
 from backend.models.registry import default_registry, get_model_meta
 from backend.training import DEFAULT_HOLDOUT, AugmentConfig, SoftConModel, TrainConfig
 from backend.training.augment import random_token_masks, two_views
-from backend.training.chips import ChipSet, chip_origins, load_chips
+from backend.training.chips import (
+    REFERENCE_LABELS,
+    ChipSet,
+    chip_origins,
+    eval_zone_boxes,
+    load_chips,
+)
 from backend.training.trainer import build_encoder, train_softcon
 
 
@@ -46,6 +52,43 @@ def test_chips_keep_clear_of_the_holdout(brandenburg: SceneSource) -> None:
         )
         for r, c in missing
     )
+
+
+def test_reference_chips_take_the_reference_fractions_and_avoid_evaluation_polygons(
+    virginia: SceneSource,
+) -> None:
+    # The default recipe labels both scenes with the combined reference labels: the chips' soft
+    # targets are the fractions the land-cover heads are fitted on, and no chip (image included)
+    # touches an evaluation polygon or its buffer, so the held-out reference set stays unseen.
+    from shapely.geometry import box
+
+    from backend.landcover.labels import DW_CLASSES
+    from backend.landcover.reference import BUFFER_M, reference_polygons, reference_soft_labels
+
+    meta = get_model_meta("softmap-default")
+    chips = load_chips([(virginia, REFERENCE_LABELS)], meta, strides={virginia.id: 64})
+    summary = chips.sources[virginia.id]
+    assert summary["mapping"] == REFERENCE_LABELS
+    assert 0 < int(summary["eval_zone_skipped"] or 0) < len(chips)
+    assert 0.5 < float(chips.has_label.float().mean()) < 1.0
+    evals = reference_polygons(virginia, "eval")
+    assert evals and eval_zone_boxes(virginia)
+    ids = list(chips.ids)
+    for tile_id in ids:
+        r, c = (int(v) for v in tile_id.rsplit("/", 1)[1].split("_"))
+        x0, y0 = virginia.grid.affine @ (c * 64, r * 64)
+        x1, y1 = virginia.grid.affine @ (c * 64 + 64, r * 64 + 64)
+        frame = box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        assert not any(p.geometry.buffer(BUFFER_M).intersects(frame) for p in evals)
+    # Same fractions as the reference labels of those windows (train split).
+    ref = reference_soft_labels(virginia, ids[::7], split="train", min_labelled=0.25)
+    assert (chips.has_label[::7].numpy() == ref.has_label).all()
+    assert abs(chips.fractions[::7].numpy() - ref.fractions).max() < 1e-5
+    # The open Atlantic makes water the commonest dominant class; the land has its own classes.
+    dominant = chips.fractions[chips.has_label].argmax(1)
+    counts = torch.bincount(dominant, minlength=len(DW_CLASSES))
+    assert int(counts.argmax()) == DW_CLASSES.index("water")
+    assert counts[DW_CLASSES.index("trees")] > 0 and counts[DW_CLASSES.index("crops")] > 0
 
 
 def test_chips_carry_soft_labels(brandenburg_chips: ChipSet) -> None:
@@ -125,7 +168,7 @@ def test_cli_train_softcon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             "--out",
             str(tmp_path),
             "--source",
-            "demo/brandenburg=osm-brandenburg",
+            "demo/brandenburg=reference",
             "--stride",
             "64",
             "--max-steps",
@@ -134,6 +177,8 @@ def test_cli_train_softcon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             "8",
             "--no-soft",
             "--half",
+            "--jitter-p",
+            "0",
             "--quiet",
             "--json",
         ]
@@ -141,6 +186,9 @@ def test_cli_train_softcon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps"] == 1 and out["soft"] is False and out["labelled_chips"] > 0
+    recipe = json.loads(Path(out["config"]).read_text())
+    assert recipe["config"]["sources"] == {"demo/brandenburg": "reference"}
+    assert recipe["config"]["augment"]["jitter_p"] == 0 == recipe["augment"]["jitter_p"]
     state = torch.load(out["checkpoint"], weights_only=True)
     assert state["cls_token"].dtype == torch.float16
     assert (

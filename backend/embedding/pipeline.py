@@ -126,8 +126,14 @@ def prepare_run(
             max_nodata_fraction=limit,
             max_cloud_fraction=max_cloud_fraction,
         )
-        # Everything that changes the pixels given to the model is part of the cache key.
-        reading: dict[str, object] = {**reader.settings(), "chip": chip, "fill": fill}
+        # Everything that changes the pixels given to the model, and the weights that embed
+        # them, is part of the cache key.
+        reading: dict[str, object] = {
+            **reader.settings(),
+            "chip": chip,
+            "fill": fill,
+            "weights": model.weights_id,
+        }
     prep_hash = model.meta.preprocessing_hash(reading)
     preprocessing = {**model.meta.preprocessing(), **reading}
     cache.upsert_source(source)

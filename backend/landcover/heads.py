@@ -226,7 +226,8 @@ def check_head_applies(
     Equal hashes pass. Otherwise, when both preprocessing descriptions are known (a head fitted
     since they are recorded keeps its own under ``training["preprocessing"]``), embeddings that
     differ only in :data:`HARMONISING_SETTINGS` pass too; anything else (bands, normalisation,
-    chip, resampling) is refused.
+    chip, resampling, the model's weights) is refused. The weights are not compared for a head
+    that reads band statistics only, nor for one fitted before they were recorded.
 
     Raises:
         HeadMismatchError: naming what differs and how to fit a head for these embeddings.
@@ -235,7 +236,12 @@ def check_head_applies(
         return
     fitted = head.training.get("preprocessing")
     if isinstance(fitted, dict) and preprocessing is not None:
-        keys = sorted(set(fitted) | set(preprocessing))
+        compared = set(fitted) | set(preprocessing)
+        if "weights" not in fitted or not head.uses_embedding:
+            # Heads fitted before the weights were recorded, and heads that read band
+            # statistics only, do not depend on which weights embedded the tiles.
+            compared.discard("weights")
+        keys = sorted(compared)
         differ = [k for k in keys if fitted.get(k) != preprocessing.get(k)]
         strict = [k for k in differ if k not in HARMONISING_SETTINGS]
         if not strict:

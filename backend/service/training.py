@@ -14,6 +14,7 @@ from backend.models import create_model
 from backend.models.weights import find_local_weights
 from backend.service.workspace import Request, Workspace
 from backend.training import TrainConfig, TrainResult, train_softcon
+from backend.training.chips import REFERENCE_LABELS
 from backend.training.config import DEFAULT_HOLDOUT
 from backend.training.evaluation import C_GRID, Candidate, EvaluationReport, evaluate
 from backend.training.trainer import StepInfo
@@ -49,7 +50,7 @@ def pretrain(ws: Workspace, req: TrainRequest, on_step: StepCallback | None = No
     catalog = ws.catalog()
     for source_id, mapping in (req.config.sources or {}).items():
         catalog.get(source_id)
-        if mapping:
+        if mapping and mapping != REFERENCE_LABELS:
             get_mapping(mapping)
     return train_softcon(
         req.config, req.out, name=req.name, catalog=catalog, save_half=req.half, on_step=on_step

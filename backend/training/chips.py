@@ -3,6 +3,14 @@
 Chips lie on each source's 10 m grid at a fixed stride (ids as tile ids,
 ``{source}/{chip}/{stride}/{row}_{col}``), skip windows with nodata, and keep clear of a spatial
 :class:`~backend.training.config.HoldOut`, so evaluation can use tiles the encoder never saw.
+
+A source's label mapping is the name of its land-use raster's class mapping (e.g.
+``osm-brandenburg``), or :data:`REFERENCE_LABELS` (``"reference"``): then its fractions come from
+the reference labels of :mod:`backend.landcover.reference` (cloud and nodata > the water rule >
+the photo-interpreted polygons > the snow rule > the land-use raster and the cluster raster,
+``train`` blocks only), the same labels the land-cover heads are fitted on, and its chips keep
+clear of every evaluation polygon and its buffer, so the held-out reference set stays unseen by
+the encoder as well as by the heads.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ from backend.imagery.tiling import make_tile_id
 from backend.landcover.labels import N_CLASSES, read_label_window, soft_labels
 from backend.models.meta import ModelMeta
 from backend.training.config import HoldOut
+
+#: The label "mapping" that takes a source's fractions from its combined reference labels.
+REFERENCE_LABELS = "reference"
 
 
 @dataclass(frozen=True)
@@ -65,17 +76,47 @@ def _overlaps(r0: int, c0: int, size: int, boxes: Sequence[tuple[int, int, int, 
     )
 
 
+def eval_zone_boxes(source: SceneSource) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes ``(row0, col0, row1, col1)`` of a scene's evaluation polygons and buffer.
+
+    Empty when the scene has no reference polygons.
+    """
+    from backend.landcover.reference import BUFFER_M, reference_polygons
+
+    boxes = []
+    inverse = ~source.grid.affine
+    for poly in reference_polygons(source, "eval"):
+        x0, y0, x1, y1 = poly.geometry.buffer(BUFFER_M).bounds
+        ca, ra = inverse @ (x0, y1)
+        cb, rb = inverse @ (x1, y0)
+        r0, r1 = sorted((ra, rb))
+        c0, c1 = sorted((ca, cb))
+        boxes.append((int(np.floor(r0)), int(np.floor(c0)), int(np.ceil(r1)), int(np.ceil(c1))))
+    return boxes
+
+
 def chip_origins(
-    source: SceneSource, chip: int, stride: int, holdout: HoldOut | None = None
+    source: SceneSource,
+    chip: int,
+    stride: int,
+    holdout: HoldOut | None = None,
+    *,
+    avoid: Sequence[tuple[int, int, int, int]] = (),
 ) -> list[tuple[int, int]]:
-    """(grid row, grid col) of every chip fully inside ``source`` and clear of the hold-out."""
+    """(grid row, grid col) of every chip fully inside ``source`` and clear of the hold-out.
+
+    ``avoid`` adds pixel boxes ``(row0, col0, row1, col1)`` no chip may overlap.
+    """
     rows = (source.grid.height - chip) // stride + 1
     cols = (source.grid.width - chip) // stride + 1
-    boxes = (
-        holdout.pixel_boxes(with_buffer=True)
-        if holdout is not None and holdout.source == source.id
-        else []
-    )
+    boxes = [
+        *(
+            holdout.pixel_boxes(with_buffer=True)
+            if holdout is not None and holdout.source == source.id
+            else []
+        ),
+        *avoid,
+    ]
     return [
         (r, c)
         for r in range(max(rows, 0))
@@ -95,6 +136,16 @@ def _cut(
     )
 
 
+def _label_values(source: SceneSource, window: PixelWindow, mapping: str) -> NDArray[np.integer]:
+    """A source's label values over ``window``: reference classes or its label raster's codes."""
+    if mapping != REFERENCE_LABELS:
+        return read_label_window(source, window)
+    from backend.landcover.reference import ReferenceLabeler
+
+    with ReferenceLabeler(source) as labeler:
+        return labeler.labels(window, "train")
+
+
 def load_chips(
     sources: Sequence[tuple[SceneSource, str | None]],
     meta: ModelMeta,
@@ -107,7 +158,8 @@ def load_chips(
     """Cut every training chip of ``sources`` with the model's bands and normalisation.
 
     Args:
-        sources: Each scene with the class mapping of its label layer, or None (no labels).
+        sources: Each scene with the class mapping of its label layer, :data:`REFERENCE_LABELS`
+            (its combined reference labels), or None (no labels).
         meta: The model being trained (bands, normalisation, chip size).
         strides: Step between chips per source id (default: half a chip).
         holdout: Blocks of one source kept out, with their buffer.
@@ -126,8 +178,11 @@ def load_chips(
     summary: dict[str, dict[str, int | str | None]] = {}
     for source, mapping in sources:
         stride = (strides or {}).get(source.id, chip // 2)
+        reference = mapping == REFERENCE_LABELS
+        avoid = eval_zone_boxes(source) if reference else []
         everything = chip_origins(source, chip, stride)
-        origins = chip_origins(source, chip, stride, holdout)
+        held = chip_origins(source, chip, stride, holdout)
+        origins = chip_origins(source, chip, stride, holdout, avoid=avoid)
         full = PixelWindow(0, 0, source.grid.width, source.grid.height)
         with SceneReader(source) as reader:
             raw = reader.read(full, meta.bands, fill=fill)
@@ -141,9 +196,11 @@ def load_chips(
         del raw
         images.append(torch.from_numpy(_cut(norm.numpy(), keep, chip, stride)))
         if mapping is not None:
-            values = read_label_window(source, full)
+            values = _label_values(source, full, mapping)
             windows = _cut(values, keep, chip, stride).astype(np.int32)
-            labels = soft_labels(windows, mapping, min_labelled=min_labelled)
+            labels = soft_labels(
+                windows, "dynamic-world" if reference else mapping, min_labelled=min_labelled
+            )
             fractions.append(labels.fractions)
             has_label.append(labels.has_label)
         else:
@@ -155,7 +212,8 @@ def load_chips(
             "stride": stride,
             "chips": len(keep),
             "labelled": int(has_label[-1].sum()),
-            "held_out": len(everything) - len(origins),
+            "held_out": len(everything) - len(held),
+            "eval_zone_skipped": len(held) - len(origins),
             "nodata_skipped": len(origins) - len(keep),
         }
     if not ids:

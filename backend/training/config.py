@@ -7,10 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The bundled scenes and their label layers' class mappings (None: no labels, plain InfoNCE).
+from backend.training.augment import AugmentConfig
+
+#: The bundled scenes and the labels of their soft targets: ``"reference"`` (the combined
+#: reference labels of ``backend.landcover.reference``: spectral rules, photo-interpreted polygons,
+#: Brandenburg's OSM raster, ``train`` blocks only), a land-use raster's class mapping, or None
+#: (no labels: plain InfoNCE rows).
 DEFAULT_SOURCES: dict[str, str | None] = {
-    "demo/brandenburg": "osm-brandenburg",
-    "demo/virginia": None,
+    "demo/brandenburg": "reference",
+    "demo/virginia": "reference",
 }
 
 
@@ -80,6 +85,9 @@ class TrainConfig(BaseModel):
     proj_hidden: int = 512
     proj_dim: int = 128
     min_labelled: float = Field(default=0.25, ge=0, le=1)
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="Augmentation strengths of the two views"
+    )
     # run
     seed: int = 0
     device: str = "auto"

@@ -125,7 +125,7 @@ def train_softcon(
         name: File stem of the outputs (default: the model id).
         catalog: Where source ids are looked up (default: the bundled scenes).
         registry: Model registry (default: the built-in one).
-        augment: Augmentation strengths (default: :class:`AugmentConfig`).
+        augment: Augmentation strengths (default: ``cfg.augment``).
         chips: Pre-loaded chips (tests reuse them); loaded from ``cfg.sources`` otherwise.
         save_half: Store the weights as float16 (half the size; loaded back as float32).
         on_step: Called after each optimiser step.
@@ -135,7 +135,7 @@ def train_softcon(
     """
     registry = registry or default_registry
     catalog = catalog or demo_catalog()
-    augment = augment or AugmentConfig()
+    augment = augment or cfg.augment
     meta = registry.get(cfg.model)
     name = name or meta.id
     if cfg.threads:

@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from backend.cli.common import add_json_option, print_json, print_table, request, workspace
+from backend.cli.common import (
+    add_db_option,
+    add_json_option,
+    print_json,
+    print_table,
+    request,
+    workspace,
+)
 from backend.cli.validation import input_file, positive_float
 
 ORDER = 61
@@ -45,6 +52,7 @@ def register(sub: Any) -> None:
         type=positive_float,
         help="fixed probe regularisation C (default: chosen by block-grouped CV)",
     )
+    add_db_option(e)
     add_json_option(e)
     e.set_defaults(handler=_eval)
 
@@ -63,7 +71,7 @@ def _eval(args: argparse.Namespace) -> int:
         mapping=args.mapping,
         c=args.c,
     )
-    outcome = evaluate_model(workspace(), req)
+    outcome = evaluate_model(workspace(args), req)
     for line in outcome.skipped:
         print(f"softmap: {line}", file=sys.stderr)
     report = outcome.report
@@ -85,7 +93,7 @@ def _eval_landcover(args: argparse.Namespace) -> int:
     from backend.service.landcover import LandCoverEvalRequest, evaluate_landcover_map
 
     req = request(LandCoverEvalRequest, model=args.model, head=args.head)
-    ev = evaluate_landcover_map(workspace(), req)
+    ev = evaluate_landcover_map(workspace(args), req)
     out = ev.to_json()
     if args.json:
         print_json(out)

@@ -43,8 +43,10 @@ def register(sub: Any) -> None:
         "--source",
         action="append",
         metavar="ID[=MAPPING]",
-        help="a scene and its label mapping (repeatable; default: demo/brandenburg="
-        "osm-brandenburg and demo/virginia, unlabelled)",
+        help="a scene and its labels (repeatable): MAPPING is 'reference' (spectral rules, "
+        "reference polygons and land-use raster combined, evaluation polygons kept out), a "
+        "label raster's class mapping such as osm-brandenburg, or empty (unlabelled); default: "
+        "both bundled scenes with 'reference'",
     )
     s.add_argument(
         "--stride",
@@ -73,6 +75,13 @@ def register(sub: Any) -> None:
         type=float_in(0.0, 1.0, high_open=True),
         default=0.3,
         help="Siamese masking ratio",
+    )
+    s.add_argument(
+        "--jitter-p",
+        type=fraction,
+        default=0.8,
+        help="probability of a view's brightness and contrast jitter (one draw for all "
+        "bands); 0 keeps every view's reflectances (Gaussian noise stays)",
     )
     s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
@@ -119,6 +128,7 @@ def _softcon(args: argparse.Namespace) -> int:
         "alpha": args.alpha,
         "temperature": args.temperature,
         "mask_ratio": args.mask_ratio,
+        "augment": {"jitter_p": args.jitter_p},
         "seed": args.seed,
         "device": args.device,
         "precision": args.precision,
