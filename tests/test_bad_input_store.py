@@ -198,3 +198,23 @@ def test_embeddings_of_other_weights_never_mix_in_one_set(
     assert first.preprocessing_hash != second.preprocessing_hash
     assert second.computed == second.tiles == 16  # not served from the first weights' set
     assert again.computed == 0 and again.preprocessing_hash == first.preprocessing_hash
+    # The set embedded into last is current: searches and scopes that name no preprocessing
+    # use it; the other version's set stays reachable by its hash.
+    from backend.search.query import model_sets
+    from backend.store.scopes import resolve_scope
+
+    by_hash = {s.preprocessing_hash: s for s in sets}
+    with EmbeddingCache(db) as cache:
+        assert cache.superseded_set_ids() == {by_hash[second.preprocessing_hash].set_id}
+        assert [s.preprocessing_hash for s in model_sets(cache, "test-vit")] == [
+            first.preprocessing_hash
+        ]
+        assert resolve_scope(cache, "test-vit").eset.preprocessing_hash == first.preprocessing_hash
+        (old,) = model_sets(cache, "test-vit", second.preprocessing_hash)
+        assert old.set_id == by_hash[second.preprocessing_hash].set_id
+        embed_region(
+            parse_bbox(VIRGINIA_SMALL_BBOX), virginia, retrained, cache,
+            engine=EmbeddingEngine(retrained, device="cpu", batch_size=16), settings=settings,
+        )  # fmt: skip
+        assert cache.superseded_set_ids() == {by_hash[first.preprocessing_hash].set_id}
+        assert resolve_scope(cache, "test-vit").eset.preprocessing_hash == second.preprocessing_hash

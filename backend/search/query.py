@@ -139,6 +139,9 @@ def model_sets(cache: EmbeddingCache, model_id: str, preprocessing_hash: str | N
                ) -> list[EmbeddingSet]:  # fmt: skip
     """The model's embedding sets (largest first).
 
+    Without ``preprocessing_hash``, sets superseded by a later version of the model's weights
+    (:meth:`EmbeddingCache.superseded_set_ids`) are left out.
+
     Raises:
         NoEmbeddingsError: the cache holds no embeddings of that model (and preprocessing).
     """
@@ -150,6 +153,9 @@ def model_sets(cache: EmbeddingCache, model_id: str, preprocessing_hash: str | N
     ]
     sizes = {s.set_id: _rows(cache, s) for s in sets}
     sets = sorted((s for s in sets if sizes[s.set_id]), key=lambda s: -sizes[s.set_id])
+    if preprocessing_hash is None and len(sets) > 1:
+        superseded = cache.superseded_set_ids()
+        sets = [s for s in sets if s.set_id not in superseded] or sets
     if not sets:
         which = f" with preprocessing {preprocessing_hash}" if preprocessing_hash else ""
         raise NoEmbeddingsError(

@@ -452,6 +452,41 @@ class EmbeddingCache:
             ).fetchall()
         return [EmbeddingSet(*r) for r in rows]
 
+    def superseded_set_ids(self) -> set[int]:
+        """Sets replaced by a later set of the same model made with other weights.
+
+        Two sets of one model whose recorded preprocessing differs only in ``weights`` (or in
+        that one lacks it: sets made before the weights were recorded) hold embeddings of the
+        same pixels by two versions of the model, e.g. before and after the bundled
+        ``softmap-default`` was retrained. The one embedded into last is current; the others are
+        superseded: searches, scopes and projections that name no preprocessing leave them out
+        (naming a set's hash still reaches it). Sets without a recorded preprocessing are
+        never superseded.
+        """
+        with self.cursor() as cur:
+            rows = cur.execute(
+                """SELECT e.set_id, e.model_id, e.preprocessing::TEXT,
+                    epoch(greatest(any_value(e.created_at), max(r.started_at)))
+                FROM embedding_sets e LEFT JOIN runs r
+                    ON r.model_id = e.model_id AND r.preprocessing_hash = e.preprocessing_hash
+                GROUP BY e.set_id, e.model_id, e.preprocessing::TEXT"""
+            ).fetchall()
+        groups: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        for set_id, model_id, raw, last in rows:
+            prep = json.loads(raw) if raw else None
+            if not isinstance(prep, dict) or not prep:
+                continue
+            rest = json.dumps({k: v for k, v in prep.items() if k != "weights"}, sort_keys=True)
+            groups.setdefault((str(model_id), rest), []).append(
+                (float(last) if last is not None else float("-inf"), int(set_id))
+            )
+        out: set[int] = set()
+        for members in groups.values():
+            if len(members) > 1:
+                newest = max(members)  # the last embedded into; the later set on a tie
+                out.update(set_id for _, set_id in members if set_id != newest[1])
+        return out
+
     def cached_tile_ids(self, eset: EmbeddingSet, tile_ids: Sequence[str]) -> set[str]:
         """Which of ``tile_ids`` already have an embedding in the set."""
         if not tile_ids:

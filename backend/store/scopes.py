@@ -84,7 +84,8 @@ def resolve_scope(
 
     A region selects tiles whose footprint intersects it. When the model has several embedding
     sets (other preprocessing, e.g. L1C and L2A band fills) and no hash is given, the set with
-    the most tiles in the scope is used.
+    the most tiles in the scope is used, leaving out sets superseded by a later version of the
+    model's weights (:meth:`EmbeddingCache.superseded_set_ids`).
 
     Raises:
         NotFoundError: the model has no embeddings (or none with that preprocessing hash).
@@ -98,9 +99,14 @@ def resolve_scope(
                 f"No {model_id} embeddings with preprocessing {preprocessing_hash} are cached."
             )
     kind: ScopeKind = "region" if region is not None else "source" if source_id else "all"
+    superseded = (
+        cache.superseded_set_ids() if preprocessing_hash is None and len(sets) > 1 else set()
+    )
     best: Scope | None = None
-    for eset in sets:
+    for eset in sorted(sets, key=lambda s: s.set_id in superseded):  # current sets first
         ids = _scope_ids(cache, eset, region=region, source_id=source_id)
+        if best is not None and best.tile_ids and eset.set_id in superseded:
+            break  # a superseded set only serves when no current one has tiles here
         if best is None or len(ids) > len(best.tile_ids):
             best = Scope(kind, eset, ids, source_id, region)
     assert best is not None
