@@ -60,8 +60,7 @@ def test_reference_chips_take_the_reference_fractions_and_avoid_evaluation_polyg
     # The default recipe labels both scenes with the combined reference labels: the chips' soft
     # targets are the fractions the land-cover heads are fitted on, and no chip (image included)
     # touches an evaluation polygon or its buffer, so the held-out reference set stays unseen.
-    from shapely.geometry import box
-
+    from backend.imagery.tiling import parse_tile_id, tile_window, window_polygon
     from backend.landcover.labels import DW_CLASSES
     from backend.landcover.reference import BUFFER_M, reference_polygons, reference_soft_labels
 
@@ -75,10 +74,8 @@ def test_reference_chips_take_the_reference_fractions_and_avoid_evaluation_polyg
     assert evals and eval_zone_boxes(virginia)
     ids = list(chips.ids)
     for tile_id in ids:
-        r, c = (int(v) for v in tile_id.rsplit("/", 1)[1].split("_"))
-        x0, y0 = virginia.grid.affine @ (c * 64, r * 64)
-        x1, y1 = virginia.grid.affine @ (c * 64 + 64, r * 64 + 64)
-        frame = box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        _, chip, stride, r, c = parse_tile_id(tile_id)
+        frame = window_polygon(virginia, tile_window(r, c, chip, stride))
         assert not any(p.geometry.buffer(BUFFER_M).intersects(frame) for p in evals)
     # Same fractions as the reference labels of those windows (train split).
     ref = reference_soft_labels(virginia, ids[::7], split="train", min_labelled=0.25)

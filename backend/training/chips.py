@@ -96,27 +96,16 @@ def eval_zone_boxes(source: SceneSource) -> list[tuple[int, int, int, int]]:
 
 
 def chip_origins(
-    source: SceneSource,
-    chip: int,
-    stride: int,
-    holdout: HoldOut | None = None,
-    *,
-    avoid: Sequence[tuple[int, int, int, int]] = (),
+    source: SceneSource, chip: int, stride: int, holdout: HoldOut | None = None
 ) -> list[tuple[int, int]]:
-    """(grid row, grid col) of every chip fully inside ``source`` and clear of the hold-out.
-
-    ``avoid`` adds pixel boxes ``(row0, col0, row1, col1)`` no chip may overlap.
-    """
+    """(grid row, grid col) of every chip fully inside ``source`` and clear of the hold-out."""
     rows = (source.grid.height - chip) // stride + 1
     cols = (source.grid.width - chip) // stride + 1
-    boxes = [
-        *(
-            holdout.pixel_boxes(with_buffer=True)
-            if holdout is not None and holdout.source == source.id
-            else []
-        ),
-        *avoid,
-    ]
+    boxes = (
+        holdout.pixel_boxes(with_buffer=True)
+        if holdout is not None and holdout.source == source.id
+        else []
+    )
     return [
         (r, c)
         for r in range(max(rows, 0))
@@ -179,10 +168,10 @@ def load_chips(
     for source, mapping in sources:
         stride = (strides or {}).get(source.id, chip // 2)
         reference = mapping == REFERENCE_LABELS
-        avoid = eval_zone_boxes(source) if reference else []
         everything = chip_origins(source, chip, stride)
         held = chip_origins(source, chip, stride, holdout)
-        origins = chip_origins(source, chip, stride, holdout, avoid=avoid)
+        avoid = eval_zone_boxes(source) if reference else []
+        origins = [o for o in held if not _overlaps(o[0] * stride, o[1] * stride, chip, avoid)]
         full = PixelWindow(0, 0, source.grid.width, source.grid.height)
         with SceneReader(source) as reader:
             raw = reader.read(full, meta.bands, fill=fill)
